@@ -1,0 +1,52 @@
+# Two commands from a fresh clone: `make bench` and `make test`. Each creates .venv and installs what is
+# missing on first use; later calls reuse it. `make PYTHON=python3 ...` uses that interpreter as it is
+# and installs nothing (GPU boxes with a preinstalled torch and no network).
+PYTHON ?=
+PROFILE ?= auto
+RUNS ?= 1
+VARIANTS ?= eager,fast
+ARGS ?=
+OUT ?= out/gpu-check
+TORCH_PIN ?= torch==2.13.0
+
+ifeq ($(strip $(PYTHON)),)
+VENV := .venv
+PY := $(VENV)/bin/python
+SETUP := $(VENV)/.installed
+else
+PY := $(PYTHON)
+SETUP :=
+endif
+
+.PHONY: bench test setup leaderboard bench-pipeline bench-kernels gpu-check clean-venv
+
+setup: $(SETUP)
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_PIN)"
+	$(PY) -m pip install -e ".[dev,triton]"
+	@# DALI is optional (about 200 MB); where it cannot install, its pipeline and tests report it unavailable
+	-$(PY) -m pip install nvidia-dali-cuda130 || echo "DALI could not be installed: the dali pipeline is unavailable"
+	touch $@
+
+bench: $(SETUP)
+	$(PY) -m bench race --profile=$(PROFILE) --runs=$(RUNS) --variants=$(VARIANTS) $(ARGS)
+
+test: $(SETUP)
+	$(PY) -m pytest -q tests
+
+leaderboard: $(SETUP)
+	$(PY) -m bench leaderboard
+
+bench-pipeline: $(SETUP)
+	$(PY) -m bench pipeline-bench $(ARGS)
+
+bench-kernels: $(SETUP)
+	$(PY) -m bench kernel-bench $(ARGS)
+
+gpu-check:
+	bash scripts/gpu_check.sh "$(OUT)" "$(if $(strip $(PYTHON)),$(PYTHON),python3)"
+
+clean-venv:
+	rm -rf $(VENV)

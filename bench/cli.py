@@ -1,0 +1,76 @@
+"""Command line: `python -m bench <command> [--preset=..] [--variant=..] [--profile=..] [--key=value ...]`.
+
+Any `--key=value` that is not an option of the command is a config override (`--train.epochs=5`, or a
+bare leaf name such as `--epochs=5` when it is unambiguous); an unknown key is an error.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from .config import ConfigError, build_config, resolve_key
+
+
+def parse_overrides(extra: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for arg in extra:
+        if not arg.startswith("--") or "=" not in arg:
+            raise ConfigError(f"unexpected argument {arg!r}; config overrides are written --key=value")
+        key, value = arg[2:].split("=", 1)
+        out[resolve_key(key.replace("-", "_"))] = value
+    return out
+
+
+def auto_profile(profile: str) -> str:
+    if profile != "auto":
+        return profile
+    if torch.cuda.is_available():
+        return "full"
+    print("no CUDA device: running the smoke profile (real data, 8,000 training images, 2 epochs); "
+          "`make bench PROFILE=full` runs the full race to 90% here (hours on a CPU)")
+    return "smoke"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--preset", default="seed", help="recipe: seed")
+    common.add_argument("--profile", default="auto", help="full | smoke | auto (full on CUDA, smoke otherwise)")
+    run = sub.add_parser("run", parents=[common], help="train one configuration and record its row")
+    run.add_argument("--variant", default=None, help="eager | fast (default: the preset as it is)")
+    rc = sub.add_parser("race", parents=[common], help="variants side by side, then a table")
+    rc.add_argument("--variants", default="eager,fast")
+    rc.add_argument("--runs", type=int, default=1, help="repeats per variant (seeds seed, seed+1, ...)")
+    sub.add_parser("show-config", parents=[common], help="print the resolved config as JSON").add_argument(
+        "--variant", default=None)
+
+    args, extra = parser.parse_known_args(argv)
+    try:
+        overrides = parse_overrides(extra)
+        profile = auto_profile(args.profile)
+        device_type = "cuda" if torch.cuda.is_available() else "cpu"
+        if args.command == "race":
+            if args.runs < 1:
+                raise ConfigError(f"--runs={args.runs} must be >= 1")
+            variants = [v for v in args.variants.split(",") if v]
+            for v in variants:  # validate every variant before anything runs
+                build_config(args.preset, v, profile, overrides, device_type)
+            from .race import race
+            race(args.preset, variants, profile, args.runs, overrides)
+            return 0
+        cfg = build_config(args.preset, args.variant, profile, overrides, device_type)
+        if args.command == "show-config":
+            print(cfg.to_json())
+            return 0
+        from .train import train
+        result = train(cfg)
+        print(f"row appended to {cfg.results_dir}/runs.csv (run {result.run_id}); "
+              f"epoch log in {result.run_dir}/epochs.csv")
+        return 0
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,285 @@
+"""One typed config tree for a run: frozen dataclasses, presets as functions, `--key=value` overrides.
+
+Recipe presets (`seed`, ...) set what is trained; variants (`eager`, `fast`) set how it is executed;
+profiles (`full`, `smoke`) set how much of it runs. All three are plain functions over RunConfig.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable
+
+
+class ConfigError(ValueError):
+    """A config value or override is invalid; the message says which and what is allowed."""
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    _check(value in allowed, f"{name}={value!r} is not one of {', '.join(allowed)}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    data_dir: str = ""  # official binary layout; empty: $CIFAR10_DIR, else download into the cache
+    pipeline: str = "device"  # device | dali | dataloader
+    train_subset: int = 0  # first N training images (0: all 50,000)
+    test_subset: int = 0  # first N test images (0: all 10,000)
+    workers: int = 2  # DataLoader worker processes (dataloader pipeline only)
+    drop_last: bool = True  # drop the last partial training batch
+
+    def __post_init__(self):
+        _one_of("data.pipeline", self.pipeline, ("device", "dali", "dataloader"))
+        _check(self.train_subset >= 0, f"data.train_subset={self.train_subset} must be >= 0 (0 means all)")
+        _check(self.test_subset >= 0, f"data.test_subset={self.test_subset} must be >= 0 (0 means all)")
+        _check(self.workers >= 0, f"data.workers={self.workers} must be >= 0")
+
+
+@dataclass(frozen=True)
+class AugConfig:
+    crop_padding: int = 4  # pixels of zero padding before the random 32x32 crop (0: no crop)
+    flip: bool = True  # horizontal flip with p = 0.5
+    cutout_size: int = 8  # side of the square cut out (0: no cutout)
+    cutout_prob: float = 1.0  # share of images that get a cutout
+    cutout_clip: bool = True  # the square may cross the border (clipped), as the reference
+
+    def __post_init__(self):
+        _check(0 <= self.crop_padding <= 16, f"aug.crop_padding={self.crop_padding} must be in [0, 16]")
+        _check(0 <= self.cutout_size <= 32, f"aug.cutout_size={self.cutout_size} must be in [0, 32]")
+        _check(0.0 <= self.cutout_prob <= 1.0, f"aug.cutout_prob={self.cutout_prob} must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    norm: str = "bn"  # bn | gn | ln
+    norm_kernel: str = "eager"  # eager | triton (fused BatchNorm+ReLU, bn only)
+    dropout: float = 0.0  # dropout after every norm+ReLU
+    logit_scale: float = 1.0  # multiplies the logits (Page's ResNet-9 uses 0.125)
+
+    def __post_init__(self):
+        _one_of("model.norm", self.norm, ("bn", "gn", "ln"))
+        _one_of("model.norm_kernel", self.norm_kernel, ("eager", "triton"))
+        _check(self.norm_kernel == "eager" or self.norm == "bn",
+               f"model.norm_kernel=triton fuses BatchNorm only; it needs model.norm=bn, not {self.norm!r}")
+        _check(0.0 <= self.dropout < 1.0, f"model.dropout={self.dropout} must be in [0, 1)")
+        _check(self.logit_scale > 0, f"model.logit_scale={self.logit_scale} must be > 0")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    optimizer: str = "adam"  # adam | sgd (Nesterov)
+    lr_max: float = 2e-3  # one-cycle peak LR (per batch, not scaled by batch size)
+    lr_div: float = 25.0  # start LR = lr_max / lr_div; the schedule ends at the start LR (no annihilation)
+    final_div: float = 1.0  # end LR = start LR / final_div (1: end at the start LR)
+    pct_start: float = 5 / 24  # share of the steps spent rising to the peak
+    anneal: str = "linear"  # linear | cos
+    weight_decay: float = 1e-4  # L2 added to the gradient (Adam's classic, not AdamW)
+    momentum: float = 0.9  # SGD momentum (Nesterov)
+    label_smoothing: float = 0.0
+
+    def __post_init__(self):
+        _one_of("optim.optimizer", self.optimizer, ("adam", "sgd"))
+        _one_of("optim.anneal", self.anneal, ("linear", "cos"))
+        _check(self.lr_max > 0, f"optim.lr_max={self.lr_max} must be > 0")
+        _check(self.lr_div >= 1, f"optim.lr_div={self.lr_div} must be >= 1")
+        _check(self.final_div >= 1, f"optim.final_div={self.final_div} must be >= 1")
+        _check(0 < self.pct_start < 1, f"optim.pct_start={self.pct_start} must be in (0, 1)")
+        _check(self.weight_decay >= 0, f"optim.weight_decay={self.weight_decay} must be >= 0")
+        _check(0 <= self.momentum < 1, f"optim.momentum={self.momentum} must be in [0, 1)")
+        _check(0 <= self.label_smoothing < 1, f"optim.label_smoothing={self.label_smoothing} must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 512
+    epochs: int = 24  # length of the LR schedule
+    target_acc: float = 0.90  # test accuracy that stops the clock
+    stop_at_target: bool = True  # stop after the first epoch at or above target_acc
+    seed: int = 0
+    eval_batch_size: int = 1024
+    warmup_steps: int = 0  # untimed steps before training (compilation, autotuning); weights restored after
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "bf16"  # fp32 | bf16 | fp16 (autocast; fp16 with a grad scaler)
+    channels_last: bool = True
+    compile: str = "off"  # off | default | max-autotune
+
+    def __post_init__(self):
+        _check(self.batch_size >= 1, f"train.batch_size={self.batch_size} must be >= 1")
+        _check(self.eval_batch_size >= 1, f"train.eval_batch_size={self.eval_batch_size} must be >= 1")
+        _check(self.epochs >= 1, f"train.epochs={self.epochs} must be >= 1")
+        _check(0 < self.target_acc <= 1.0, f"train.target_acc={self.target_acc} must be in (0, 1] (a fraction)")
+        _check(self.warmup_steps >= 0, f"train.warmup_steps={self.warmup_steps} must be >= 0")
+        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+               f"train.device={self.device!r} must be auto, cpu, cuda or cuda:N")
+        _one_of("train.precision", self.precision, ("fp32", "bf16", "fp16"))
+        _one_of("train.compile", self.compile, ("off", "default", "max-autotune"))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    preset: str = "seed"  # recipe name, recorded in the results
+    variant: str = "custom"  # execution variant name, recorded in the results
+    profile: str = "full"  # full | smoke
+    results_dir: str = "results"
+    data: DataConfig = field(default_factory=DataConfig)
+    aug: AugConfig = field(default_factory=AugConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        _one_of("profile", self.profile, ("full", "smoke"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+# ---- presets: recipes (what is trained) -------------------------------------------------------
+
+def seed_recipe() -> RunConfig:
+    """The reference recipe: Adam, batch 512, one-cycle over 24 epochs peaking after epoch 5, no annihilation.
+
+    LR bounds: max 2e-3 is the reference's LR-finder suggestion, min = max / 25; on the 2-core CPU
+    this reached 90.2% at epoch 17 in bf16 channels-last (DEVELOPERS.md).
+    """
+    return RunConfig(preset="seed")
+
+
+RECIPES: dict[str, Callable[[], RunConfig]] = {"seed": seed_recipe}
+
+
+# ---- variants (how it is executed) ------------------------------------------------------------
+
+def eager_variant(cfg: RunConfig, device_type: str) -> RunConfig:
+    """The reference notebook's way: per-image DataLoader, fp32, NCHW, no compile, eager BatchNorm."""
+    return replace(cfg, variant="eager",
+                   data=replace(cfg.data, pipeline="dataloader"),
+                   model=replace(cfg.model, norm_kernel="eager"),
+                   train=replace(cfg.train, precision="fp32", channels_last=False, compile="off", warmup_steps=0))
+
+
+def fast_variant(cfg: RunConfig, device_type: str) -> RunConfig:
+    """The fastest settings measured per device type (see README, "Choosing `fast`").
+
+    CPU: bf16 channels-last eager; torch.compile of the bf16 step measured slower there.
+    CUDA: bf16 channels-last with torch.compile (not yet measured on a GPU by this project).
+    """
+    train = replace(cfg.train, precision="bf16", channels_last=True)
+    if device_type == "cuda":
+        train = replace(train, compile="default", warmup_steps=3)
+    else:
+        train = replace(train, compile="off", warmup_steps=0)
+    return replace(cfg, variant="fast", data=replace(cfg.data, pipeline="device"),
+                   model=replace(cfg.model, norm_kernel="eager"), train=train)
+
+
+VARIANTS: dict[str, Callable[[RunConfig, str], RunConfig]] = {"eager": eager_variant, "fast": fast_variant}
+
+
+# ---- profiles (how much of it runs) ------------------------------------------------------------
+
+def smoke_profile(cfg: RunConfig) -> RunConfig:
+    """Same code path on real data, small enough for a CPU: 8,000 training images, 2 epochs, 2,000 test."""
+    return replace(cfg, profile="smoke",
+                   data=replace(cfg.data, train_subset=8000, test_subset=2000),
+                   train=replace(cfg.train, epochs=2, stop_at_target=True))
+
+
+PROFILES: dict[str, Callable[[RunConfig], RunConfig]] = {"full": lambda cfg: replace(cfg, profile="full"),
+                                                          "smoke": smoke_profile}
+
+
+def build_config(preset: str = "seed", variant: str | None = None, profile: str = "full",
+                 overrides: dict[str, str] | None = None, device_type: str = "cpu") -> RunConfig:
+    """Preset, then variant, then profile, then `key=value` overrides, validated at every step."""
+    _check(preset in RECIPES, f"unknown preset {preset!r}; choose one of {', '.join(RECIPES)}")
+    _check(profile in PROFILES, f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    cfg = RECIPES[preset]()
+    if variant is not None:
+        _check(variant in VARIANTS, f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        cfg = VARIANTS[variant](cfg, device_type)
+    cfg = PROFILES[profile](cfg)
+    return apply_overrides(cfg, overrides or {})
+
+
+# ---- overrides ---------------------------------------------------------------------------------
+
+def leaf_keys(cfg: Any = None, prefix: str = "") -> dict[str, type]:
+    """Every settable dotted key of the tree and its type, e.g. {'train.epochs': int, ...}."""
+    cfg = cfg if cfg is not None else RunConfig()
+    out: dict[str, type] = {}
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(leaf_keys(value, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = type(value)
+    return out
+
+
+def resolve_key(key: str) -> str:
+    """A dotted key as is, or a bare leaf name when exactly one section has it (`epochs` -> `train.epochs`)."""
+    keys = leaf_keys()
+    if key in keys:
+        return key
+    matches = [k for k in keys if k.rsplit(".", 1)[-1] == key]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise ConfigError(f"key {key!r} is ambiguous: write one of {', '.join(matches)}")
+    raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(sorted(keys))}")
+
+
+def parse_value(key: str, text: str, kind: type) -> Any:
+    """Parse a command-line string into the field's type, with an error that names the key."""
+    try:
+        if kind is bool:
+            low = text.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+        return text
+    except ValueError:
+        raise ConfigError(f"{key}={text!r} is not a valid {kind.__name__}") from None
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, str]) -> RunConfig:
+    """Return cfg with `key=value` strings applied; each section is re-validated."""
+    types = leaf_keys()
+    for raw_key, text in overrides.items():
+        key = resolve_key(raw_key)
+        value = parse_value(key, text, types[key])
+        if "." in key:
+            section, name = key.split(".", 1)
+            cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{name: value})})
+        else:
+            cfg = replace(cfg, **{key: value})
+    return cfg
+
+
+def from_dict(d: dict[str, Any]) -> RunConfig:
+    """Rebuild a RunConfig from `to_dict()` output (e.g. the config_json column of a results row)."""
+    sections = {f.name: f.type for f in fields(RunConfig)}
+    kwargs = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            cls = {"data": DataConfig, "aug": AugConfig, "model": ModelConfig,
+                   "optim": OptimConfig, "train": TrainConfig}[key]
+            kwargs[key] = cls(**value)
+        elif key in sections:
+            kwargs[key] = value
+    return RunConfig(**kwargs)

@@ -1,0 +1,68 @@
+"""The race: variants of one recipe side by side on one device, same seeds, then one table."""
+from __future__ import annotations
+
+import statistics
+from dataclasses import replace
+
+from pipeline import load_cifar10
+
+from .config import build_config
+from .results import device_name
+from .train import RunResult, resolve_device, train
+
+
+def _median_spread(values: list[float]) -> str:
+    if not values:
+        return "-"
+    med = statistics.median(values)
+    if len(values) == 1:
+        return f"{med:.1f}"
+    return f"{med:.1f} ({min(values):.1f}-{max(values):.1f})"
+
+
+def race(preset: str, variants: list[str], profile: str, runs: int, overrides: dict[str, str]) -> dict[str, list[RunResult]]:
+    """Run every variant `runs` times (seeds seed..seed+runs-1, interleaved) and print the comparison."""
+    probe = build_config(preset, None, profile, overrides)
+    device = resolve_device(probe.train.device)
+    data = load_cifar10(probe.data.data_dir or None, device)  # loaded once, shared by every run
+    results: dict[str, list[RunResult]] = {v: [] for v in variants}
+    cfgs = {v: build_config(preset, v, profile, overrides, device.type) for v in variants}
+    for i in range(runs):
+        for v in variants:
+            cfg = cfgs[v]
+            cfg = replace(cfg, train=replace(cfg.train, seed=cfg.train.seed + i))
+            print(f"--- {v} (run {i + 1}/{runs}, seed {cfg.train.seed}, pipeline {cfg.data.pipeline}, "
+                  f"{cfg.train.precision}, {'channels-last' if cfg.train.channels_last else 'NCHW'}, "
+                  f"compile {cfg.train.compile}, norm {cfg.model.norm_kernel})", flush=True)
+            results[v].append(train(cfg, data))
+    print(race_table(results, cfgs[variants[0]].train.target_acc, device_name(device)))
+    return results
+
+
+def race_table(results: dict[str, list[RunResult]], target: float, device: str) -> str:
+    """Markdown table: one line per variant, medians (and min-max) over its runs, speedup over `eager`."""
+    def key_time(rs: list[RunResult]) -> tuple[str, list[float]]:
+        reached = [r.time_to_target_s for r in rs if r.time_to_target_s is not None]
+        if len(reached) == len(rs):
+            return "target", reached
+        return "epoch", [r.train_time_s / max(r.epochs_run, 1) for r in rs]
+
+    base = key_time(results["eager"]) if "eager" in results else None
+    lines = [f"device: {device}; target {100 * target:.1f}% test accuracy",
+             "| variant | runs | reached | time to target s | best acc % | epochs | img/s | warm-up s | speedup vs eager |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for v, rs in results.items():
+        kind, times = key_time(rs)
+        speed = "-"
+        if base and base[0] == kind:
+            speed = f"{statistics.median(base[1]) / statistics.median(times):.2f}x" + (" (per epoch)" if kind == "epoch" else "")
+        reached = sum(r.status == "reached" for r in rs)
+        ttt = _median_spread([r.time_to_target_s for r in rs if r.time_to_target_s is not None])
+        lines.append(f"| {v} | {len(rs)} | {reached}/{len(rs)} | {ttt} | "
+                     f"{_median_spread([100 * r.best_test_acc for r in rs])} | "
+                     f"{_median_spread([float(r.epochs_run) for r in rs])} | "
+                     f"{statistics.median([r.images_per_s for r in rs]):,.0f} | "
+                     f"{_median_spread([r.warmup_s for r in rs])} | {speed} |")
+    lines.append("medians, (min-max) over runs; speedup is the ratio of median times to target, or of median "
+                 "training time per epoch where a variant did not reach the target in every run")
+    return "\n".join(lines)

@@ -1,0 +1,274 @@
+"""The one training loop. Every variant (pipeline, precision, layout, compile, kernels) is an input to it.
+
+Clock: `train_time_s` sums the device-synchronised time of each epoch's training steps (data loading
+included: it is part of the cost); evaluation after each epoch and the untimed warm-up (compilation)
+are timed apart. `time_to_target_s` is the training time up to the end of the first epoch whose test
+accuracy reaches the target.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from model.transforms import DTYPES, autocast, build_model, compile_model
+from pipeline import CIFAR10, LoaderSpec, eval_batches, load_cifar10, make_loader
+
+from .config import RunConfig
+from .results import EPOCH_COLUMNS, append_row, environment, write_csv
+from .timer import Timer, synchronize
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str  # reached | not_reached | diverged
+    epochs_run: int
+    target_epoch: int | None
+    time_to_target_s: float | None
+    train_time_s: float
+    eval_time_s: float
+    warmup_s: float
+    wall_time_s: float
+    data_wait_s: float
+    final_test_acc: float
+    best_test_acc: float
+    images_per_s: float
+    diverged_at: tuple[int, int] | None = None  # (epoch, step), 1-based epoch
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    run_dir: Path | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device={name} was asked for but no CUDA device is visible; use train.device=cpu")
+    return device
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def make_optimizer(params, cfg: RunConfig, steps_per_epoch: int):
+    """Optimizer and the one-cycle schedule (per step) from the config."""
+    o = cfg.optim
+    if o.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=o.lr_max / o.lr_div, weight_decay=o.weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=o.lr_max / o.lr_div, momentum=o.momentum, nesterov=True,
+                              weight_decay=o.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=o.lr_max, total_steps=cfg.train.epochs * steps_per_epoch, pct_start=o.pct_start,
+        anneal_strategy=o.anneal, div_factor=o.lr_div, final_div_factor=o.final_div,
+        cycle_momentum=False, three_phase=False)
+    return opt, sched
+
+
+@torch.no_grad()
+def evaluate(model, images: torch.Tensor, labels: torch.Tensor, cfg: RunConfig,
+             device: torch.device, return_preds: bool = False):
+    """Test loss and accuracy over the whole split (and the predictions when asked)."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    preds = []
+    for x, y in eval_batches(images, labels, cfg.train.eval_batch_size, DTYPES[cfg.train.precision],
+                             cfg.train.channels_last):
+        with autocast(device, cfg.train.precision):
+            logits = model(x).float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        p = logits.argmax(1)
+        correct += (p == y).sum()
+        if return_preds:
+            preds.append(p)
+    n = len(labels)
+    out = (loss_sum.item() / n, correct.item() / n)
+    return out + (torch.cat(preds),) if return_preds else out
+
+
+def train_step(model, opt, sched, scaler, x, y, cfg: RunConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step; returns (loss, correct count) as device tensors (no sync)."""
+    with autocast(device, cfg.train.precision):
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.optim.label_smoothing)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    if sched is not None:
+        sched.step()
+    return loss.detach(), (logits.detach().argmax(1) == y).sum()
+
+
+def warm_up(model, cfg: RunConfig, data: CIFAR10, device: torch.device) -> float:
+    """Untimed steps (compilation, autotuning) on real images, then weights and BN statistics restored."""
+    if cfg.train.warmup_steps == 0:
+        return 0.0
+    t0 = time.perf_counter()
+    state = copy.deepcopy(model.state_dict())
+    opt, _ = make_optimizer(model.parameters(), cfg, 1)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
+    bs = min(cfg.train.batch_size, len(data.train_images))
+    x, y = next(eval_batches(data.train_images[:bs], data.train_labels[:bs], bs, DTYPES[cfg.train.precision],
+                             cfg.train.channels_last))
+    model.train()
+    for _ in range(cfg.train.warmup_steps):
+        train_step(model, opt, None, scaler, x, y, cfg, device)
+    evaluate(model, data.test_images[:cfg.train.eval_batch_size], data.test_labels[:cfg.train.eval_batch_size],
+             cfg, device)
+    model.load_state_dict(state)
+    synchronize(device)
+    return time.perf_counter() - t0
+
+
+def _first_nonfinite(losses: list[torch.Tensor]) -> int | None:
+    bad = ~torch.isfinite(torch.stack(losses))
+    return int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
+
+
+def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet: bool = False,
+          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+    """Train `cfg` once and (when `write`) record its row in <results_dir>/runs.csv and its epoch log."""
+    wall0 = time.perf_counter()
+    device = resolve_device(cfg.train.device)
+    torch.manual_seed(cfg.train.seed)
+    if data is None:
+        data = load_cifar10(cfg.data.data_dir or None, device)
+    data = data.to(device).subset(cfg.data.train_subset, cfg.data.test_subset)
+    t = cfg.train
+    spec = LoaderSpec(batch_size=t.batch_size, crop_padding=cfg.aug.crop_padding, flip=cfg.aug.flip,
+                      cutout_size=cfg.aug.cutout_size, cutout_prob=cfg.aug.cutout_prob,
+                      cutout_clip=cfg.aug.cutout_clip, drop_last=cfg.data.drop_last, seed=t.seed,
+                      dtype=DTYPES[t.precision], channels_last=t.channels_last)
+    loader = make_loader(cfg.data.pipeline, data.train_images, data.train_labels, spec, cfg.data.workers)
+    if len(loader) == 0:
+        raise ValueError(f"{len(data.train_images)} training images make no batch of {t.batch_size} with "
+                         f"drop_last; lower train.batch_size or set data.drop_last=false")
+    model = compile_model(build_model(cfg.model, device, t.channels_last), t.compile)
+    warmup_s = warm_up(model, cfg, data, device)
+    opt, sched = make_optimizer(model.parameters(), cfg, len(loader))
+    scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
+
+    run_id = new_run_id()
+    run_dir = Path(cfg.results_dir) / "runs" / run_id
+    timer = Timer(device)
+    epochs: list[dict[str, Any]] = []
+    train_time = eval_time = data_wait = 0.0
+    images_seen = 0
+    target_epoch = time_to_target = diverged = None
+    check_every = 1 if device.type == "cpu" else 8  # a finiteness check syncs the device
+    for epoch in range(1, t.epochs + 1):
+        model.train()
+        lr = sched.get_last_lr()[0]
+        losses: list[torch.Tensor] = []
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        bar = tqdm(total=len(loader), desc=f"epoch {epoch}/{t.epochs}", leave=False, disable=quiet or None)
+        timer.start()
+        it = iter(loader.epoch(epoch - 1))
+        for step in range(len(loader)):
+            t_fetch = time.perf_counter()
+            x, y = next(it)
+            data_wait += time.perf_counter() - t_fetch
+            loss, hits = train_step(model, opt, sched, scaler, x, y, cfg, device)
+            losses.append(loss)
+            correct += hits
+            images_seen += len(y)
+            if (step + 1) % check_every == 0 or step + 1 == len(loader):
+                bad = _first_nonfinite(losses[-check_every:])
+                if bad is not None:
+                    diverged = (epoch, step + 1 - len(losses[-check_every:]) + bad + 1)
+                    break
+                bar.set_postfix(loss=f"{losses[-1].item():.3f}")
+            bar.update(1)
+        epoch_s = timer.stop()
+        bar.close()
+        train_time += epoch_s
+        if diverged:
+            if not quiet:
+                print(f"diverged: non-finite loss at epoch {diverged[0]}, step {diverged[1]}")
+            break
+        t_eval = Timer(device)
+        t_eval.start()
+        test_loss, test_acc = evaluate(model, data.test_images, data.test_labels, cfg, device)
+        eval_s = t_eval.stop()
+        eval_time += eval_s
+        n_train = len(loader) * t.batch_size if cfg.data.drop_last else len(data.train_images)
+        row = {"epoch": epoch, "lr": lr, "train_loss": torch.stack(losses).mean().item(),
+               "train_acc": correct.item() / n_train, "test_loss": test_loss, "test_acc": test_acc,
+               "epoch_time_s": epoch_s, "train_time_s": train_time, "eval_time_s": eval_s}
+        epochs.append(row)
+        if write:
+            write_csv(run_dir / "epochs.csv", EPOCH_COLUMNS, epochs)
+        if on_epoch:
+            on_epoch(row)
+        if not quiet:
+            print(f"epoch {epoch:2d}  lr {lr:.2e}  train loss {row['train_loss']:.3f} acc {row['train_acc']:.4f}  "
+                  f"test loss {test_loss:.3f} acc {test_acc:.4f}  {epoch_s:6.1f} s  "
+                  f"({len(loader) * t.batch_size / epoch_s:,.0f} img/s)  total {train_time:7.1f} s", flush=True)
+        if target_epoch is None and test_acc >= t.target_acc:
+            target_epoch, time_to_target = epoch, train_time
+            if t.stop_at_target:
+                break
+
+    accs = [e["test_acc"] for e in epochs]
+    result = RunResult(
+        run_id=run_id, status="diverged" if diverged else ("reached" if target_epoch else "not_reached"),
+        epochs_run=len(epochs) + (1 if diverged else 0), target_epoch=None if diverged else target_epoch,
+        time_to_target_s=None if diverged else time_to_target, train_time_s=train_time, eval_time_s=eval_time,
+        warmup_s=warmup_s, wall_time_s=time.perf_counter() - wall0, data_wait_s=data_wait,
+        final_test_acc=accs[-1] if accs else math.nan, best_test_acc=max(accs) if accs else math.nan,
+        images_per_s=images_seen / train_time if train_time else 0.0, diverged_at=diverged, epochs=epochs,
+        run_dir=run_dir if write else None)
+    if write:
+        append_row(Path(cfg.results_dir) / "runs.csv", result_row(cfg, result, device, data))
+    if not quiet:
+        print(summary_line(cfg, result))
+    return result
+
+
+def result_row(cfg: RunConfig, r: RunResult, device: torch.device, data: CIFAR10) -> dict[str, Any]:
+    """The CSV row of a finished run: environment, outcome, the variant axes, and the full config."""
+    t = cfg.train
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return {
+        "run_id": r.run_id, "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **environment(device), "world_size": world,
+        "preset": cfg.preset, "variant": cfg.variant, "profile": cfg.profile, "seed": t.seed,
+        "status": r.status, "epochs_run": r.epochs_run, "target_acc": t.target_acc,
+        "target_epoch": r.target_epoch, "time_to_target_s": r.time_to_target_s,
+        "train_time_s": r.train_time_s, "eval_time_s": r.eval_time_s, "warmup_s": r.warmup_s,
+        "wall_time_s": r.wall_time_s, "data_wait_s": r.data_wait_s, "final_test_acc": r.final_test_acc,
+        "best_test_acc": r.best_test_acc, "images_per_s": r.images_per_s,
+        "diverged_epoch": r.diverged_at[0] if r.diverged_at else None,
+        "diverged_step": r.diverged_at[1] if r.diverged_at else None,
+        "pipeline": cfg.data.pipeline, "precision": t.precision, "channels_last": t.channels_last,
+        "compile": t.compile, "norm_kernel": cfg.model.norm_kernel,
+        "train_images": len(data.train_images), "test_images": len(data.test_images),
+        "config_json": cfg.to_json(),
+    }
+
+
+def summary_line(cfg: RunConfig, r: RunResult) -> str:
+    head = f"[{cfg.preset}/{cfg.variant}/{cfg.profile}] "
+    if r.status == "diverged":
+        return head + f"diverged at epoch {r.diverged_at[0]}, step {r.diverged_at[1]}: no time to target"
+    if r.status == "reached":
+        return head + (f"reached {100 * cfg.train.target_acc:.1f}% test accuracy in {r.time_to_target_s:.1f} s "
+                       f"of training (epoch {r.target_epoch}); eval {r.eval_time_s:.1f} s, warm-up "
+                       f"{r.warmup_s:.1f} s, {r.images_per_s:,.0f} img/s")
+    return head + (f"did not reach {100 * cfg.train.target_acc:.1f}% in {r.epochs_run} epochs: best "
+                   f"{100 * r.best_test_acc:.2f}%, final {100 * r.final_test_acc:.2f}% after {r.train_time_s:.1f} s "
+                   f"of training; {r.images_per_s:,.0f} img/s")

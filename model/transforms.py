@@ -1,0 +1,30 @@
+"""Model transforms: build from config, move to the device and memory format, compile."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .resnet import CustomResNet, norm_act_factory
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def build_model(model_cfg, device: torch.device, channels_last: bool) -> CustomResNet:
+    """CustomResNet as the config says, on `device`, in channels-last when asked (parameters stay fp32)."""
+    norm_act = norm_act_factory(model_cfg.norm, model_cfg.norm_kernel, model_cfg.dropout)
+    model = CustomResNet(norm_act, logit_scale=model_cfg.logit_scale).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def compile_model(model: nn.Module, mode: str) -> nn.Module:
+    """torch.compile as a transform ('off' returns the model itself); the graph must be whole (fullgraph)."""
+    if mode == "off":
+        return model
+    return torch.compile(model, mode=None if mode == "default" else mode, fullgraph=True)
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context for `precision` (disabled for fp32)."""
+    return torch.autocast(device_type=device.type, dtype=DTYPES[precision], enabled=precision != "fp32")

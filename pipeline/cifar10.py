@@ -1,0 +1,152 @@
+"""CIFAR-10 in the official binary layout: find it, download and verify it, load it as uint8 tensors."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
+TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+TEST_FILES = ("test_batch.bin",)
+RECORD_BYTES = 1 + 3 * 32 * 32  # label byte + 1,024 red, 1,024 green, 1,024 blue
+RECORDS_PER_FILE = 10_000
+FILE_BYTES = RECORD_BYTES * RECORDS_PER_FILE  # 30,730,000
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+MEAN = (0.4914, 0.4822, 0.4465)  # of train pixels / 255
+STD = (0.2470, 0.2435, 0.2616)
+
+
+class DataError(RuntimeError):
+    """The data set is missing, truncated or corrupt; the message names the file and what to do."""
+
+
+@dataclass
+class CIFAR10:
+    """Both splits: images uint8 (N, 3, 32, 32), labels int64 (N,), on one device."""
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+
+    def to(self, device: torch.device | str) -> "CIFAR10":
+        return CIFAR10(*(t.to(device) for t in (self.train_images, self.train_labels,
+                                                 self.test_images, self.test_labels)))
+
+    def subset(self, train: int = 0, test: int = 0) -> "CIFAR10":
+        """The first `train` / `test` images of each split (0 keeps the split whole)."""
+        tr = slice(None) if train == 0 else slice(0, train)
+        te = slice(None) if test == 0 else slice(0, test)
+        return CIFAR10(self.train_images[tr], self.train_labels[tr], self.test_images[te], self.test_labels[te])
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "cifar10-speedrun"
+
+
+def verify_dir(path: Path) -> Path:
+    """Check that all six files are there with exactly 30,730,000 bytes each; return the path."""
+    if not path.is_dir():
+        raise DataError(f"CIFAR-10 folder {path} does not exist; pass --data.data_dir=<folder holding "
+                        f"data_batch_1.bin ... test_batch.bin> or unset CIFAR10_DIR to download the data set")
+    for name in TRAIN_FILES + TEST_FILES:
+        f = path / name
+        if not f.is_file():
+            raise DataError(f"{f} is missing; the folder must hold the official binary layout "
+                            f"(data_batch_1..5.bin, test_batch.bin): re-extract cifar-10-binary.tar.gz there")
+        size = f.stat().st_size
+        if size != FILE_BYTES:
+            raise DataError(f"{f} has {size:,} bytes, expected {FILE_BYTES:,} (10,000 records of 3,073 bytes): "
+                            f"the file is truncated or not CIFAR-10; re-extract cifar-10-binary.tar.gz")
+    return path
+
+
+def md5_of(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download(cache_dir: Path | None = None, url: str = URL, md5: str = MD5) -> Path:
+    """Download and verify the official archive, extract atomically; return the cifar-10-batches-bin folder.
+
+    The archive goes to a temporary file and is extracted into a temporary folder, which is renamed
+    into place only once complete, so an interrupted or corrupt download leaves nothing behind.
+    """
+    cache_dir = Path(cache_dir or default_cache_dir())
+    final = cache_dir / "cifar-10-batches-bin"
+    if final.is_dir():
+        return verify_dir(final)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".download-") as tmp:
+        archive = Path(tmp) / "cifar-10-binary.tar.gz"
+        print(f"downloading {url} -> {cache_dir}")
+        try:
+            with urllib.request.urlopen(url, timeout=60) as resp, open(archive, "wb") as out:
+                shutil.copyfileobj(resp, out, 1 << 20)
+        except OSError as e:
+            raise DataError(f"could not download {url}: {e}; download cifar-10-binary.tar.gz by hand, extract "
+                            f"it and pass its cifar-10-batches-bin folder with --data.data_dir or CIFAR10_DIR") from e
+        got = md5_of(archive)
+        if got != md5:
+            raise DataError(f"{url} downloaded with MD5 {got}, expected {md5}: the download is corrupt or not "
+                            f"the official archive; nothing was kept, run again or pass a local copy via CIFAR10_DIR")
+        extract = Path(tmp) / "extract"
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(extract, filter="data")
+        verify_dir(extract / "cifar-10-batches-bin")
+        try:
+            os.rename(extract / "cifar-10-batches-bin", final)
+        except OSError:  # another process finished first
+            if not final.is_dir():
+                raise
+    return verify_dir(final)
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The folder to read: the argument, else $CIFAR10_DIR, else the verified download in the cache."""
+    chosen = data_dir or os.environ.get("CIFAR10_DIR")
+    if chosen:
+        return verify_dir(Path(chosen))
+    return download()
+
+
+def read_batch_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One official .bin file -> images uint8 (N, 3, 32, 32), labels int64 (N,)."""
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size != FILE_BYTES:
+        raise DataError(f"{path} has {raw.size:,} bytes, expected {FILE_BYTES:,}; re-extract the archive")
+    records = raw.reshape(RECORDS_PER_FILE, RECORD_BYTES)
+    labels = records[:, 0].astype(np.int64)
+    bad = np.flatnonzero(labels > 9)
+    if bad.size:
+        raise DataError(f"{path}: record {bad[0]} has label byte {labels[bad[0]]}, outside 0-9 "
+                        f"({bad.size} such records); the file is corrupt, re-extract cifar-10-binary.tar.gz")
+    images = records[:, 1:].reshape(RECORDS_PER_FILE, 3, 32, 32)
+    return images, labels
+
+
+def load_split(data_dir: Path, files: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    parts = [read_batch_file(data_dir / name) for name in files]
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+def load_cifar10(data_dir: str | os.PathLike | None = None, device: torch.device | str = "cpu") -> CIFAR10:
+    """Load both splits once, as uint8 images and int64 labels on `device`."""
+    path = resolve_data_dir(data_dir)
+    train = load_split(path, TRAIN_FILES)
+    test = load_split(path, TEST_FILES)
+    return CIFAR10(*train, *test).to(device)

@@ -1,0 +1,166 @@
+"""Training loaders behind one interface: `len(loader)` batches, `loader.epoch(e)` yields (images, labels).
+
+Every loader yields images normalised by the CIFAR mean/std in the training dtype and memory format,
+and int64 labels, on the training device. An epoch's batches depend only on (seed, epoch).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .augment import crop_indices, cutout_mask, gather_crop, normalize
+from .cifar10 import MEAN, STD
+
+
+@dataclass(frozen=True)
+class LoaderSpec:
+    """What every loader must produce; built from the run config by `make_loader`."""
+    batch_size: int
+    crop_padding: int = 4
+    flip: bool = True
+    cutout_size: int = 8
+    cutout_prob: float = 1.0
+    cutout_clip: bool = True
+    drop_last: bool = True
+    seed: int = 0
+    dtype: torch.dtype = torch.float32
+    channels_last: bool = False
+
+    def num_batches(self, n: int) -> int:
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A distinct, reproducible seed per (run seed, epoch)."""
+    return (seed * 1_000_003 + epoch * 7919 + 12345) % (2**63)
+
+
+def mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.tensor(MEAN, dtype=torch.float32, device=device),
+            torch.tensor(STD, dtype=torch.float32, device=device))
+
+
+class DeviceLoader:
+    """The whole split stays on the device as uint8; shuffle, crop+flip (one gather), normalise+cutout (one pass)."""
+
+    name = "device"
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, spec: LoaderSpec):
+        self.images, self.labels, self.spec = images, labels, spec  # (N, 3, 32, 32) uint8, (N,) int64
+        self.device = images.device
+        self.mean, self.std = mean_std(self.device)
+
+    def __len__(self) -> int:
+        return self.spec.num_batches(len(self.images))
+
+    def augment(self, batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """uint8 (B, 3, 32, 32) -> augmented, normalised (B, 3, 32, 32) in the training dtype and layout."""
+        s = self.spec
+        n, _, h, w = batch.shape
+        flip = torch.rand(n, device=self.device, generator=gen) < 0.5 if s.flip else None
+        if s.crop_padding:
+            p = s.crop_padding
+            padded = torch.nn.functional.pad(batch, (p, p, p, p))  # zero fill, uint8
+            dy = torch.randint(0, 2 * p + 1, (n,), device=self.device, generator=gen)
+            dx = torch.randint(0, 2 * p + 1, (n,), device=self.device, generator=gen)
+            batch = gather_crop(padded, crop_indices(dy, h), crop_indices(dx, w, flip))
+        elif flip is not None:
+            batch = torch.where(flip[:, None, None, None], batch.flip(3), batch)
+        mask = (cutout_mask(n, h, w, s.cutout_size, batch, gen, s.cutout_prob, s.cutout_clip)
+                if s.cutout_size else None)
+        return normalize(batch, self.mean, self.std, s.dtype, s.channels_last, mask)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(epoch_seed(self.spec.seed, epoch))
+        n, bs = len(self.images), self.spec.batch_size
+        order = torch.randperm(n, device=self.device, generator=gen)
+        for i in range(len(self)):
+            idx = order[i * bs:(i + 1) * bs]
+            yield self.augment(self.images[idx], gen), self.labels[idx]
+
+
+class _PerImageDataset(torch.utils.data.Dataset):
+    """The naive way: numpy transforms one image at a time (pad, crop, flip, cutout, normalise)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, spec: LoaderSpec):
+        self.images, self.labels, self.spec = images, labels, spec
+        self.mean = np.array(MEAN, np.float32)[:, None, None]
+        self.std = np.array(STD, np.float32)[:, None, None]
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        s = self.spec
+        rng = np.random.default_rng((s.seed, self.epoch, i))  # per image: same result for any worker count
+        img = self.images[i]  # (3, 32, 32) uint8
+        _, h, w = img.shape
+        if s.crop_padding:
+            p = s.crop_padding
+            padded = np.pad(img, ((0, 0), (p, p), (p, p)))
+            dy, dx = rng.integers(0, 2 * p + 1, size=2)
+            img = padded[:, dy:dy + h, dx:dx + w]
+        if s.flip and rng.random() < 0.5:
+            img = img[:, :, ::-1]
+        x = (img.astype(np.float32) / 255.0 - self.mean) / self.std
+        if s.cutout_size and rng.random() < s.cutout_prob:
+            k = s.cutout_size
+            if s.cutout_clip:
+                y0, x0 = rng.integers(0, h) - k // 2, rng.integers(0, w) - k // 2
+            else:
+                y0, x0 = rng.integers(0, h - k + 1), rng.integers(0, w - k + 1)
+            x[:, max(y0, 0):max(y0 + k, 0), max(x0, 0):max(x0 + k, 0)] = 0.0
+        return torch.from_numpy(np.ascontiguousarray(x)), int(self.labels[i])
+
+
+class DataLoaderPipeline:
+    """The baseline: a per-image Dataset, torch DataLoader with workers and pinned memory, copy per batch."""
+
+    name = "dataloader"
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, spec: LoaderSpec, device: torch.device,
+                 workers: int = 2):
+        self.dataset = _PerImageDataset(images.cpu().numpy(), labels.cpu().numpy(), spec)
+        self.spec, self.device, self.workers = spec, torch.device(device), workers
+
+    def __len__(self) -> int:
+        return self.spec.num_batches(len(self.dataset))
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.dataset.epoch = epoch  # workers are forked per epoch and see it
+        gen = torch.Generator()
+        gen.manual_seed(epoch_seed(self.spec.seed, epoch))
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=self.spec.batch_size, shuffle=True, generator=gen,
+            num_workers=self.workers, pin_memory=self.device.type == "cuda", drop_last=self.spec.drop_last)
+        fmt = torch.channels_last if self.spec.channels_last else torch.contiguous_format
+        for x, y in loader:
+            x = x.to(self.device, non_blocking=True).to(dtype=self.spec.dtype, memory_format=fmt)
+            yield x, y.to(self.device, non_blocking=True)
+
+
+def make_loader(pipeline: str, images: torch.Tensor, labels: torch.Tensor, spec: LoaderSpec,
+                workers: int = 2):
+    """The training loader named by `pipeline` over images (N, 3, 32, 32) uint8 already on the device."""
+    if pipeline == "device":
+        return DeviceLoader(images, labels, spec)
+    if pipeline == "dataloader":
+        return DataLoaderPipeline(images, labels, spec, images.device, workers)
+    if pipeline == "dali":
+        from .dali import DaliLoader  # optional dependency
+        return DaliLoader(images, labels, spec, workers)
+    raise ValueError(f"unknown pipeline {pipeline!r}; choose device, dali or dataloader")
+
+
+def eval_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, dtype: torch.dtype,
+                 channels_last: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The test split in order, normalised, no augmentation."""
+    mean, std = mean_std(images.device)
+    for i in range(0, len(images), batch_size):
+        yield normalize(images[i:i + batch_size], mean, std, dtype, channels_last), labels[i:i + batch_size]

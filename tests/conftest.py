@@ -1,0 +1,61 @@
+"""Shared fixtures. Triton's interpreter must be chosen before any kernel is defined, so it is set here."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data" / "cifar-10-batches-bin"
+
+
+def real_data_dir() -> Path | None:
+    """$CIFAR10_DIR, else the shared copy beside the repository, else None."""
+    env = os.environ.get("CIFAR10_DIR")
+    if env:
+        return Path(env)
+    return SHARED_DATA if SHARED_DATA.is_dir() else None
+
+
+@pytest.fixture
+def cifar_dir() -> Path:
+    path = real_data_dir()
+    if path is None:
+        pytest.skip(f"real CIFAR-10 not found: set CIFAR10_DIR or place it at {SHARED_DATA}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cifar():
+    """The real data set on the CPU, loaded once per session."""
+    from pipeline import load_cifar10
+    path = real_data_dir()
+    if path is None:
+        pytest.skip(f"real CIFAR-10 not found: set CIFAR10_DIR or place it at {SHARED_DATA}")
+    return load_cifar10(path, "cpu")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(1234)
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; none is visible")
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float, what: str = "") -> None:
+    """torch.testing.assert_close, reporting the worst element (index, values) on failure."""
+    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
+    assert a.shape == e.shape, f"{what}: shape {tuple(a.shape)} != {tuple(e.shape)}"
+    err = (a - e).abs() - (atol + rtol * e.abs())
+    if not torch.isfinite(a).all() or (err > 0).any():
+        bad = torch.where(torch.isfinite(a), err, torch.full_like(err, float("inf")))
+        idx = tuple(int(i) for i in torch.unravel_index(bad.argmax(), a.shape))
+        raise AssertionError(f"{what}: worst element {idx}: got {a[idx].item():.8g}, expected {e[idx].item():.8g} "
+                             f"(rtol {rtol}, atol {atol}); {(err > 0).sum().item()} of {a.numel()} elements off")

@@ -1,0 +1,68 @@
+import json
+
+import pytest
+
+from bench.cli import main, parse_overrides
+from bench.config import ConfigError, RunConfig, build_config, from_dict, seed_recipe
+
+
+def test_seed_recipe_is_the_reference():
+    cfg = seed_recipe()
+    assert (cfg.train.batch_size, cfg.train.epochs, cfg.optim.optimizer) == (512, 24, "adam")
+    assert cfg.optim.pct_start == pytest.approx(5 / 24)
+    assert cfg.optim.final_div == 1.0  # no annihilation: ends at the start LR
+    assert (cfg.aug.crop_padding, cfg.aug.flip, cfg.aug.cutout_size) == (4, True, 8)
+    assert cfg.train.target_acc == 0.90
+
+
+def test_overrides_dotted_and_bare_keys():
+    cfg = build_config("seed", None, "full", {"train.epochs": "3", "lr_max": "0.01", "flip": "false"})
+    assert cfg.train.epochs == 3 and cfg.optim.lr_max == 0.01 and cfg.aug.flip is False
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"batch_size": "0"}, "batch_size=0"),
+    ({"lr_max": "-1"}, "lr_max"),
+    ({"target_acc": "1.5"}, "target_acc=1.5"),
+    ({"nonsense": "1"}, "unknown config key 'nonsense'"),
+    ({"epochs": "three"}, "not a valid int"),
+    ({"pipeline": "tape"}, "data.pipeline='tape'"),
+    ({"norm": "gn", "norm_kernel": "triton"}, "needs model.norm=bn"),
+])
+def test_invalid_values_are_clear_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        build_config("seed", None, "full", overrides)
+
+
+def test_unknown_preset_variant_profile():
+    for kwargs in ({"preset": "nope"}, {"variant": "nope"}, {"profile": "nope"}):
+        with pytest.raises(ConfigError, match="nope"):
+            build_config(**kwargs)
+
+
+def test_variants_differ_where_they_should():
+    eager = build_config("seed", "eager", "full", device_type="cpu")
+    fast = build_config("seed", "fast", "full", device_type="cpu")
+    assert (eager.data.pipeline, eager.train.precision, eager.train.channels_last) == ("dataloader", "fp32", False)
+    assert (fast.data.pipeline, fast.train.precision, fast.train.channels_last) == ("device", "bf16", True)
+    assert fast.optim == eager.optim and fast.aug == eager.aug  # same recipe
+    assert build_config("seed", "fast", "full", device_type="cuda").train.compile == "default"
+
+
+def test_smoke_profile_is_smaller_but_same_recipe():
+    cfg = build_config("seed", None, "smoke")
+    assert 0 < cfg.data.train_subset < 50000 and cfg.train.epochs < 24
+    assert cfg.optim == RunConfig().optim
+
+
+def test_config_round_trips_through_json():
+    cfg = build_config("seed", "fast", "smoke", {"seed": "7"})
+    assert from_dict(json.loads(cfg.to_json())) == cfg
+
+
+def test_cli_rejects_bad_input_before_running(capsys):
+    assert main(["run", "--profile=full", "--train.batch_size=0"]) == 2
+    assert "batch_size=0" in capsys.readouterr().err
+    assert main(["run", "--profile=full", "positional"]) == 2
+    with pytest.raises(ConfigError, match="ambiguous|unknown"):
+        parse_overrides(["--bogus=1"])

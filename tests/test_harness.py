@@ -1,0 +1,102 @@
+"""The one training loop end to end on real data: rows, epoch logs, stopping, divergence, learning."""
+import csv
+import json
+import time
+
+import pytest
+import torch
+
+from bench.cli import main
+from bench.config import build_config
+from bench.results import RUN_COLUMNS
+from bench.timer import Timer
+from bench.train import train
+
+
+def tiny(tmp_path, **over):
+    base = {"train_subset": "1024", "test_subset": "500", "batch_size": "128", "epochs": "2",
+            "results_dir": str(tmp_path)}
+    base.update({k: str(v) for k, v in over.items()})
+    return build_config("seed", "fast", "full", base, "cpu")
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_row_and_epoch_log_agree(tmp_path, cifar):
+    cfg = tiny(tmp_path, stop_at_target="false")
+    r = train(cfg, cifar, quiet=True)
+    rows = read_csv(tmp_path / "runs.csv")
+    assert len(rows) == 1 and list(rows[0]) == list(RUN_COLUMNS)
+    row = rows[0]
+    assert row["run_id"] == r.run_id and row["status"] in ("reached", "not_reached")
+    assert json.loads(row["config_json"])["train"]["batch_size"] == 128
+    assert row["torch_version"] == torch.__version__ and row["device_type"] == "cpu"
+    epochs = read_csv(tmp_path / "runs" / r.run_id / "epochs.csv")
+    assert [int(e["epoch"]) for e in epochs] == [1, 2] == [e["epoch"] for e in r.epochs]
+    # the row's totals are the sums of the per-epoch evidence
+    assert float(row["train_time_s"]) == pytest.approx(sum(float(e["epoch_time_s"]) for e in epochs), rel=1e-4)
+    assert float(row["eval_time_s"]) == pytest.approx(sum(float(e["eval_time_s"]) for e in epochs), rel=1e-4)
+    assert float(row["best_test_acc"]) == pytest.approx(max(float(e["test_acc"]) for e in epochs), abs=1e-6)
+    assert float(row["images_per_s"]) == pytest.approx(2 * 1024 / r.train_time_s, rel=1e-3)
+    assert r.wall_time_s > r.train_time_s + r.eval_time_s
+
+
+def test_stops_at_the_first_epoch_reaching_target(tmp_path, cifar):
+    r = train(tiny(tmp_path, target_acc=0.01, epochs=3), cifar, quiet=True)
+    assert r.status == "reached" and r.target_epoch == 1 and r.epochs_run == 1
+    assert r.time_to_target_s == r.epochs[0]["train_time_s"] > 0
+    row = read_csv(tmp_path / "runs.csv")[0]
+    assert float(row["time_to_target_s"]) == pytest.approx(r.time_to_target_s, rel=1e-5)
+
+
+def test_never_reached_has_no_time_to_target(tmp_path, cifar):
+    r = train(tiny(tmp_path, epochs=1, target_acc=1.0), cifar, quiet=True)
+    assert r.status == "not_reached" and r.time_to_target_s is None
+    assert read_csv(tmp_path / "runs.csv")[0]["time_to_target_s"] == ""
+
+
+def test_divergence_stops_at_once(tmp_path, cifar):
+    cfg = tiny(tmp_path, optimizer="sgd", lr_max=1e9, lr_div=1, precision="fp32", epochs=3, target_acc=0.01)
+    r = train(cfg, cifar, quiet=True)
+    assert r.status == "diverged" and r.time_to_target_s is None and r.target_epoch is None
+    epoch, step = r.diverged_at
+    assert epoch == 1 and 1 <= step <= 8
+    row = read_csv(tmp_path / "runs.csv")[0]
+    assert (row["status"], row["diverged_epoch"], row["diverged_step"]) == ("diverged", "1", str(step))
+
+
+def test_warmup_restores_the_weights(tmp_path, cifar):
+    """Warm-up steps are untimed and leave no trace: the same seed gives the same first epoch."""
+    a = train(tiny(tmp_path, epochs=1, stop_at_target="false"), cifar, quiet=True, write=False)
+    b = train(tiny(tmp_path, epochs=1, stop_at_target="false", warmup_steps=2), cifar, quiet=True, write=False)
+    assert b.warmup_s > 0 and a.warmup_s == 0
+    assert b.epochs[0]["train_loss"] == pytest.approx(a.epochs[0]["train_loss"], rel=1e-3)
+    assert b.epochs[0]["test_acc"] == pytest.approx(a.epochs[0]["test_acc"], abs=0.01)
+
+
+def test_timer_measures_wall_time():
+    timer = Timer(torch.device("cpu"))
+    timer.start()
+    time.sleep(0.2)
+    assert 0.19 < timer.stop() < 0.5
+
+
+def test_cli_run_writes_where_it_says(tmp_path, cifar_dir, capsys):
+    rc = main(["run", "--variant=fast", "--profile=full", f"--data_dir={cifar_dir}", "--train_subset=512",
+               "--test_subset=256", "--batch_size=128", "--epochs=1", f"--results_dir={tmp_path}"])
+    out = capsys.readouterr().out
+    assert rc == 0 and f"row appended to {tmp_path}/runs.csv" in out
+    assert "did not reach 90.0%" in out or "reached 90.0%" in out
+    assert len(read_csv(tmp_path / "runs.csv")) == 1
+
+
+@pytest.mark.slow
+def test_real_data_learns_far_above_chance(tmp_path, cifar):
+    """About 45 s on 2 CPU cores: 8,192 training images, one epoch, batch 128, bf16 channels-last."""
+    cfg = build_config("seed", "fast", "full", {"train_subset": "8192", "test_subset": "2000", "batch_size": "128",
+                                                "epochs": "1", "results_dir": str(tmp_path)}, "cpu")
+    r = train(cfg, cifar, quiet=True)
+    assert r.final_test_acc >= 0.35, f"test accuracy {r.final_test_acc:.3f} after one short epoch (chance is 0.10)"

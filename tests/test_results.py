@@ -1,0 +1,53 @@
+import csv
+import multiprocessing as mp
+
+import pytest
+
+from bench import results
+from bench.results import RUN_COLUMNS, append_row
+
+
+def read(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _writer(path, who, n):
+    for i in range(n):
+        append_row(path, {"run_id": f"{who}-{i}", "config_json": '{"a": "x,y\\n"}'})
+
+
+def test_concurrent_appends_all_land_untorn(tmp_path):
+    path = tmp_path / "runs.csv"
+    procs = [mp.get_context("fork").Process(target=_writer, args=(path, w, 25)) for w in "ab"]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    rows = read(path)
+    assert sorted(r["run_id"] for r in rows) == sorted(f"{w}-{i}" for w in "ab" for i in range(25))
+    assert all(r["config_json"] == '{"a": "x,y\\n"}' for r in rows)
+    assert list(rows[0].keys()) == list(RUN_COLUMNS)
+
+
+def test_a_failed_write_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+    path = tmp_path / "runs.csv"
+    append_row(path, {"run_id": "first"})
+    before = path.read_bytes()
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt  # the run killed while replacing the file
+    monkeypatch.setattr(results.os, "replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        append_row(path, {"run_id": "second"})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.csv", "runs.csv.lock"]  # no temp file left
+
+
+def test_unknown_column_is_refused_and_new_columns_are_added(tmp_path):
+    path = tmp_path / "runs.csv"
+    with pytest.raises(ValueError, match="bogus"):
+        append_row(path, {"bogus": 1})
+    append_row(path, {"a": 1}, columns=["a"])
+    append_row(path, {"a": 2, "b": 3}, columns=["a", "b"])
+    assert read(path) == [{"a": "1", "b": ""}, {"a": "2", "b": "3"}]
