@@ -45,10 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     rc = sub.add_parser("race", parents=[common], help="variants side by side, then a table")
     rc.add_argument("--variants", default="eager,fast")
     rc.add_argument("--runs", type=int, default=1, help="repeats per variant (seeds seed, seed+1, ...)")
+    pb = sub.add_parser("pipeline-bench", help="images/s of each pipeline over one real epoch -> results/pipeline.csv")
+    pb.add_argument("--results-dir", default="results")
     sub.add_parser("show-config", parents=[common], help="print the resolved config as JSON").add_argument(
         "--variant", default=None)
 
     args, extra = parser.parse_known_args(argv)
+    if args.command == "pipeline-bench":
+        from .pipeline_bench import main as pipeline_bench
+        return pipeline_bench(args.results_dir, extra)
     try:
         overrides = parse_overrides(extra)
         profile = auto_profile(args.profile)

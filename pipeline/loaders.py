@@ -85,13 +85,22 @@ class DeviceLoader:
 
 
 class _PerImageDataset(torch.utils.data.Dataset):
-    """The naive way: numpy transforms one image at a time (pad, crop, flip, cutout, normalise)."""
+    """The reference notebook's way: albumentations on one HWC image at a time, then a per-image cutout."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, spec: LoaderSpec):
-        self.images, self.labels, self.spec = images, labels, spec
-        self.mean = np.array(MEAN, np.float32)[:, None, None]
-        self.std = np.array(STD, np.float32)[:, None, None]
-        self.epoch = 0
+        import albumentations as A  # the baseline's own dependency, imported where it is used
+        import cv2
+
+        self.images = np.ascontiguousarray(images.transpose(0, 2, 3, 1))  # (N, 32, 32, 3) HWC, as PIL gives
+        self.labels, self.spec, self.epoch = labels, spec, 0
+        steps = []
+        if spec.crop_padding:
+            size = 32 + 2 * spec.crop_padding
+            steps += [A.PadIfNeeded(size, size, border_mode=cv2.BORDER_CONSTANT, fill=0), A.RandomCrop(32, 32)]
+        if spec.flip:
+            steps.append(A.HorizontalFlip(p=0.5))
+        steps.append(A.Normalize(mean=MEAN, std=STD, max_pixel_value=255.0))
+        self.transform = A.Compose(steps)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -99,24 +108,17 @@ class _PerImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         s = self.spec
         rng = np.random.default_rng((s.seed, self.epoch, i))  # per image: same result for any worker count
-        img = self.images[i]  # (3, 32, 32) uint8
-        _, h, w = img.shape
-        if s.crop_padding:
-            p = s.crop_padding
-            padded = np.pad(img, ((0, 0), (p, p), (p, p)))
-            dy, dx = rng.integers(0, 2 * p + 1, size=2)
-            img = padded[:, dy:dy + h, dx:dx + w]
-        if s.flip and rng.random() < 0.5:
-            img = img[:, :, ::-1]
-        x = (img.astype(np.float32) / 255.0 - self.mean) / self.std
+        self.transform.set_random_seed(int(rng.integers(2**31)))
+        x = self.transform(image=self.images[i])["image"]  # (32, 32, 3) float32, normalised
+        h, w, _ = x.shape
         if s.cutout_size and rng.random() < s.cutout_prob:
             k = s.cutout_size
-            if s.cutout_clip:
+            if s.cutout_clip:  # centre anywhere, square clipped at the border
                 y0, x0 = rng.integers(0, h) - k // 2, rng.integers(0, w) - k // 2
             else:
                 y0, x0 = rng.integers(0, h - k + 1), rng.integers(0, w - k + 1)
-            x[:, max(y0, 0):max(y0 + k, 0), max(x0, 0):max(x0 + k, 0)] = 0.0
-        return torch.from_numpy(np.ascontiguousarray(x)), int(self.labels[i])
+            x[max(y0, 0):max(y0 + k, 0), max(x0, 0):max(x0 + k, 0)] = 0.0
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))), int(self.labels[i])
 
 
 class DataLoaderPipeline:
