@@ -6,6 +6,7 @@ the softmax lives in the loss (cross-entropy), `predict_proba` applies it explic
 """
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import torch
@@ -18,7 +19,9 @@ def norm_act_factory(norm: str = "bn", kernel: str = "eager", dropout: float = 0
     """A function C -> module doing norm + ReLU (+ dropout); the model never looks at globals."""
     def make(channels: int) -> nn.Module:
         if norm == "bn" and kernel == "triton":
-            from kernels.bn_relu import BatchNormReLU2d  # imported late: Triton reads TRITON_INTERPRET then
+            if not torch.cuda.is_available():  # Triton on CPU tensors: its interpreter, chosen before kernels load
+                os.environ.setdefault("TRITON_INTERPRET", "1")
+            from kernels.bn_relu import BatchNormReLU2d
             layers: list[nn.Module] = [BatchNormReLU2d(channels, backend="triton")]
         else:
             norm_layer = {"bn": lambda c: nn.BatchNorm2d(c),
