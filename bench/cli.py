@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     rc.add_argument("--runs", type=int, default=1, help="repeats per variant (seeds seed, seed+1, ...)")
     pb = sub.add_parser("pipeline-bench", help="images/s of each pipeline over one real epoch -> results/pipeline.csv")
     pb.add_argument("--results-dir", default="results")
+    sub.add_parser("kernel-bench", help="fused BN+ReLU vs eager/compiled on CUDA -> results/kernels.csv").add_argument(
+        "--results-dir", default="results")
+    sub.add_parser("leaderboard", help="results/runs.csv -> results/leaderboard.md and plots").add_argument(
+        "--results-dir", default="results")
     sub.add_parser("show-config", parents=[common], help="print the resolved config as JSON").add_argument(
         "--variant", default=None)
 
@@ -54,6 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "pipeline-bench":
         from .pipeline_bench import main as pipeline_bench
         return pipeline_bench(args.results_dir, extra)
+    if args.command in ("kernel-bench", "leaderboard"):
+        if extra:
+            print(f"config error: {args.command} takes no overrides, got {' '.join(extra)}", file=sys.stderr)
+            return 2
+        if args.command == "kernel-bench":
+            from .kernel_bench import main as kernel_bench
+            return kernel_bench(args.results_dir)
+        from .leaderboard import main as leaderboard
+        return leaderboard(args.results_dir)
     try:
         overrides = parse_overrides(extra)
         profile = auto_profile(args.profile)

@@ -26,7 +26,7 @@ EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_ac
                  "train_time_s", "eval_time_s")
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     """Write to a temporary file in the same folder, fsync, rename: readers see old or new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -57,7 +57,7 @@ def write_csv(path: Path, columns: Iterable[str], rows: Iterable[dict[str, Any]]
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _fmt(v) for k, v in row.items()})
-    _atomic_write(Path(path), buf.getvalue())
+    atomic_write(Path(path), buf.getvalue())
 
 
 def append_row(path: Path, row: dict[str, Any], columns: Iterable[str] = RUN_COLUMNS) -> None:

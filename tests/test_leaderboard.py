@@ -1,0 +1,87 @@
+"""The leaderboard reads only the CSVs, ranks per device, lists misses apart, refuses rows its evidence contradicts."""
+import struct
+import zlib
+
+import pandas as pd
+
+from bench import leaderboard
+from bench.race import race_table
+from bench.results import EPOCH_COLUMNS, RUN_COLUMNS, append_row, write_csv
+from bench.train import RunResult
+
+TARGET = 0.9
+
+
+def add_run(root, run_id, device, variant, accs, epoch_s, tamper=None, write_log=True):
+    """A run with a consistent epoch log; `tamper` edits the row afterwards to contradict it."""
+    cum, epochs = 0.0, []
+    for i, acc in enumerate(accs, 1):
+        cum += epoch_s
+        epochs.append({"epoch": i, "lr": 1e-3, "train_loss": 1.0, "train_acc": 0.5, "test_loss": 1.0,
+                       "test_acc": acc, "epoch_time_s": epoch_s, "train_time_s": cum, "eval_time_s": 1.0})
+    hit = next((e for e in epochs if e["test_acc"] >= TARGET), None)
+    row = {"run_id": run_id, "device": device, "preset": "seed", "profile": "full", "variant": variant,
+           "status": "reached" if hit else "not_reached", "epochs_run": len(accs), "target_acc": TARGET,
+           "target_epoch": hit["epoch"] if hit else None, "time_to_target_s": hit["train_time_s"] if hit else None,
+           "train_time_s": cum, "final_test_acc": accs[-1], "best_test_acc": max(accs), "images_per_s": 1000.0}
+    row.update(tamper or {})
+    if write_log:
+        write_csv(root / "runs" / run_id / "epochs.csv", EPOCH_COLUMNS, epochs)
+    append_row(root / "runs.csv", row, RUN_COLUMNS)
+
+
+def test_ranks_per_device_with_speedup_and_refuses_contradictions(tmp_path):
+    add_run(tmp_path, "e1", "GPU-A", "eager", [0.5, 0.85, 0.91], 10.0)
+    add_run(tmp_path, "e2", "GPU-A", "eager", [0.5, 0.92], 12.0)
+    add_run(tmp_path, "f1", "GPU-A", "fast", [0.6, 0.90], 2.0)
+    add_run(tmp_path, "f2", "CPU-B", "fast", [0.6, 0.95], 100.0)
+    add_run(tmp_path, "miss", "GPU-A", "fast", [0.5, 0.7], 2.0)
+    add_run(tmp_path, "bad-epoch", "GPU-A", "fast", [0.5, 0.91, 0.93], 2.0, tamper={"target_epoch": 3,
+                                                                                    "time_to_target_s": 6.0})
+    add_run(tmp_path, "bad-time", "GPU-A", "fast", [0.91], 2.0, tamper={"time_to_target_s": 1.0})
+    add_run(tmp_path, "no-log", "GPU-A", "fast", [0.95], 1.0, write_log=False)
+    add_run(tmp_path, "lie", "GPU-A", "fast", [0.5, 0.95], 1.0, tamper={"status": "not_reached",
+                                                                         "target_epoch": None, "time_to_target_s": None})
+    ok, refused = leaderboard.load(tmp_path)
+    reasons = dict(zip(refused["run_id"], refused["reason"]))
+    assert set(reasons) == {"bad-epoch", "bad-time", "no-log", "lie"}
+    assert "first reaches the target at epoch 2" in reasons["bad-epoch"]
+    assert "time_to_target_s" in reasons["bad-time"] and "missing" in reasons["no-log"]
+    assert "epoch 2 reaches the target" in reasons["lie"]
+
+    rank = leaderboard.ranking(ok).set_index(["device", "variant"])
+    assert rank.loc[("GPU-A", "eager"), "runs"] == 2
+    assert rank.loc[("GPU-A", "eager"), "median_s"] == 27.0  # median of 30 and 24
+    assert rank.loc[("GPU-A", "fast"), "best_s"] == 4.0
+    assert rank.loc[("GPU-A", "fast"), "speedup_vs_eager"] == 27.0 / 4.0
+    assert pd.isna(rank.loc[("CPU-B", "fast"), "speedup_vs_eager"])  # no eager on that device: no speedup
+
+    assert leaderboard.main(str(tmp_path)) == 0
+    text = (tmp_path / "leaderboard.md").read_text()
+    assert text.index("## CPU-B") < text.index("## GPU-A")  # each device its own ranking
+    assert "did not reach the target" in text and "| GPU-A | seed | full | fast | not_reached |" in text
+    assert "bad-time" in text.split("Refused rows")[1]
+    pngs = list((tmp_path / "plots").glob("*.png"))
+    assert len(pngs) == 2
+    for png in pngs:
+        head = png.read_bytes()[:24]
+        assert head[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack(">II", head[16:24])
+        assert width >= 600 and height >= 400
+
+
+def result(status, ttt, acc, train_s, epochs):
+    return RunResult(run_id="x", status=status, epochs_run=epochs, target_epoch=epochs if ttt else None,
+                     time_to_target_s=ttt, train_time_s=train_s, eval_time_s=1, warmup_s=0, wall_time_s=train_s + 1,
+                     data_wait_s=0, final_test_acc=acc, best_test_acc=acc, images_per_s=100)
+
+
+def test_race_table_speedup_by_target_time_or_per_epoch():
+    table = race_table({"eager": [result("reached", 30.0, 0.91, 30.0, 3)],
+                        "fast": [result("reached", 10.0, 0.90, 10.0, 3), result("reached", 14.0, 0.91, 14.0, 3)]},
+                       TARGET, "GPU-A")
+    line = next(l for l in table.splitlines() if l.startswith("| fast"))
+    assert "12.0 (10.0-14.0)" in line and "2.50x" in line and "| 2/2 |" in line
+    smoke = race_table({"eager": [result("not_reached", None, 0.3, 40.0, 2)],
+                        "fast": [result("not_reached", None, 0.3, 10.0, 2)]}, TARGET, "CPU")
+    assert "4.00x (per epoch)" in smoke
