@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         "--results-dir", default="results")
     sub.add_parser("leaderboard", help="results/runs.csv -> results/leaderboard.md and plots").add_argument(
         "--results-dir", default="results")
+    cf = sub.add_parser("choose-fast", help="measure img/s of each precision/layout/compile setting -> results/variants.csv")
+    cf.add_argument("--results-dir", default="results")
+    cf.add_argument("--steps", type=int, default=4, help="timed steps per candidate (batch 512)")
+    cf.add_argument("--compile-modes", default="", help="comma list; default off,default (+max-autotune on CUDA)")
     sub.add_parser("show-config", parents=[common], help="print the resolved config as JSON").add_argument(
         "--variant", default=None)
 
@@ -58,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "pipeline-bench":
         from .pipeline_bench import main as pipeline_bench
         return pipeline_bench(args.results_dir, extra)
+    if args.command == "choose-fast":
+        from .choose import main as choose_fast
+        if extra or args.steps < 1:
+            print("config error: choose-fast takes --steps>=1, --compile-modes and --results-dir only", file=sys.stderr)
+            return 2
+        return choose_fast(args.results_dir, args.steps, [m for m in args.compile_modes.split(",") if m] or None)
     if args.command in ("kernel-bench", "leaderboard"):
         if extra:
             print(f"config error: {args.command} takes no overrides, got {' '.join(extra)}", file=sys.stderr)
@@ -85,9 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             print(cfg.to_json())
             return 0
         from .train import train
-        result = train(cfg)
-        print(f"row appended to {cfg.results_dir}/runs.csv (run {result.run_id}); "
-              f"epoch log in {result.run_dir}/epochs.csv")
+        train(cfg)
         return 0
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)

@@ -236,6 +236,8 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
         append_row(Path(cfg.results_dir) / "runs.csv", result_row(cfg, result, device, data))
     if not quiet:
         print(summary_line(cfg, result))
+        if write:
+            print(f"row appended to {cfg.results_dir}/runs.csv (run {run_id}); epoch log in {run_dir}/epochs.csv")
     return result
 
 
