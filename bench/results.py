@@ -26,11 +26,19 @@ EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_ac
                  "train_time_s", "eval_time_s")
 
 
+def _file_mode() -> int:
+    """What open() would give a new file under the current umask (mkstemp always makes 0600)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: Path, text: str) -> None:
     """Write to a temporary file in the same folder, fsync, rename: readers see old or new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, _file_mode())
         with os.fdopen(fd, "w", newline="") as f:
             f.write(text)
             f.flush()

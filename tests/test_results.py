@@ -51,3 +51,11 @@ def test_unknown_column_is_refused_and_new_columns_are_added(tmp_path):
     append_row(path, {"a": 1}, columns=["a"])
     append_row(path, {"a": 2, "b": 3}, columns=["a", "b"])
     assert read(path) == [{"a": "1", "b": ""}, {"a": "2", "b": "3"}]
+
+
+def test_written_files_have_ordinary_permissions(tmp_path):
+    import os
+    append_row(tmp_path / "runs.csv", {"run_id": "x"})
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (tmp_path / "runs.csv").stat().st_mode & 0o777 == 0o666 & ~umask
