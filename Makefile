@@ -18,7 +18,7 @@ PY := $(PYTHON)
 SETUP :=
 endif
 
-.PHONY: bench test setup leaderboard bench-pipeline bench-kernels gpu-check clean-venv
+.PHONY: bench test setup leaderboard bench-pipeline bench-kernels gpu-check lr-find report choose-fast clean-venv
 
 setup: $(SETUP)
 
@@ -38,6 +38,16 @@ test: $(SETUP)
 
 leaderboard: $(SETUP)
 	$(PY) -m bench leaderboard
+
+lr-find: $(SETUP)
+	$(PY) -m bench lr-find --profile=full $(ARGS)
+
+report: $(SETUP)
+	@test -n "$(RUN)" || { echo "usage: make report RUN=<run_id> (see results/runs.csv)"; exit 2; }
+	$(PY) -m bench report $(RUN)
+
+choose-fast: $(SETUP)
+	$(PY) -m bench choose-fast $(ARGS)
 
 bench-pipeline: $(SETUP)
 	$(PY) -m bench pipeline-bench $(ARGS)

@@ -42,9 +42,20 @@ def main(argv: list[str] | None = None) -> int:
     common.add_argument("--profile", default="auto", help="full | smoke | auto (full on CUDA, smoke otherwise)")
     run = sub.add_parser("run", parents=[common], help="train one configuration and record its row")
     run.add_argument("--variant", default=None, help="eager | fast (default: the preset as it is)")
+    run.add_argument("--lr-from-finder", action="store_true", help="run the LR range test first, take lr_max from it")
     rc = sub.add_parser("race", parents=[common], help="variants side by side, then a table")
     rc.add_argument("--variants", default="eager,fast")
     rc.add_argument("--runs", type=int, default=1, help="repeats per variant (seeds seed, seed+1, ...)")
+    rc.add_argument("--lr-from-finder", action="store_true", help="run the LR range test first, take lr_max from it")
+    lf = sub.add_parser("lr-find", parents=[common], help="LR range test -> suggestion, plot, results/lr_find.csv")
+    lf.add_argument("--variant", default=None)
+    lf.add_argument("--start-lr", type=float, default=1e-7)
+    lf.add_argument("--end-lr", type=float, default=10.0)
+    lf.add_argument("--num-iter", type=int, default=200)
+    lf.add_argument("--mode", default="exp", choices=["exp", "linear"])
+    rp = sub.add_parser("report", help="rebuild results/runs/<run_id>/ report figures")
+    rp.add_argument("run_id")
+    rp.add_argument("--results-dir", default="results")
     pb = sub.add_parser("pipeline-bench", help="images/s of each pipeline over one real epoch -> results/pipeline.csv")
     pb.add_argument("--results-dir", default="results")
     sub.add_parser("kernel-bench", help="fused BN+ReLU vs eager/compiled on CUDA -> results/kernels.csv").add_argument(
@@ -62,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "pipeline-bench":
         from .pipeline_bench import main as pipeline_bench
         return pipeline_bench(args.results_dir, extra)
+    if args.command == "report":
+        from .report import report_for_run
+        report_for_run(args.run_id, args.results_dir)
+        return 0
     if args.command == "choose-fast":
         from .choose import main as choose_fast
         if extra or args.steps < 1:
@@ -81,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         overrides = parse_overrides(extra)
         profile = auto_profile(args.profile)
         device_type = "cuda" if torch.cuda.is_available() else "cpu"
+        if getattr(args, "lr_from_finder", False):
+            from .lr_find import finder_overrides, run_finder
+            base = build_config(args.preset, getattr(args, "variant", None) or "fast", "full", overrides, device_type)
+            overrides = {**overrides, **finder_overrides(run_finder(base))}
         if args.command == "race":
             if args.runs < 1:
                 raise ConfigError(f"--runs={args.runs} must be >= 1")
@@ -93,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         cfg = build_config(args.preset, args.variant, profile, overrides, device_type)
         if args.command == "show-config":
             print(cfg.to_json())
+            return 0
+        if args.command == "lr-find":
+            from .lr_find import run_finder
+            if args.num_iter < 2 or not 0 < args.start_lr < args.end_lr:
+                raise ConfigError("lr-find needs --num-iter >= 2 and 0 < --start-lr < --end-lr")
+            run_finder(cfg, args.start_lr, args.end_lr, args.num_iter, args.mode)
             return 0
         from .train import train
         train(cfg)

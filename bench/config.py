@@ -81,6 +81,7 @@ class OptimConfig:
     weight_decay: float = 1e-4  # L2 added to the gradient (Adam's classic, not AdamW)
     momentum: float = 0.9  # SGD momentum (Nesterov)
     label_smoothing: float = 0.0
+    lr_source: str = "reference LR finder suggestion (Adam, wd 1e-4, batch 512): 2e-3"  # where lr_max came from
 
     def __post_init__(self):
         _one_of("optim.optimizer", self.optimizer, ("adam", "sgd"))

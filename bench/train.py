@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -25,6 +26,7 @@ from model.transforms import DTYPES, autocast, build_model, compile_model
 from pipeline import CIFAR10, LoaderSpec, eval_batches, load_cifar10, make_loader
 
 from .config import RunConfig
+from .report import write_report
 from .results import EPOCH_COLUMNS, append_row, environment, write_csv
 from .timer import Timer, synchronize
 
@@ -79,8 +81,8 @@ def make_optimizer(params, cfg: RunConfig, steps_per_epoch: int):
 
 @torch.no_grad()
 def evaluate(model, images: torch.Tensor, labels: torch.Tensor, cfg: RunConfig,
-             device: torch.device, return_preds: bool = False):
-    """Test loss and accuracy over the whole split (and the predictions when asked)."""
+             device: torch.device) -> tuple[float, float, torch.Tensor]:
+    """Test loss, accuracy and predicted classes (N,) over the whole split."""
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -92,11 +94,9 @@ def evaluate(model, images: torch.Tensor, labels: torch.Tensor, cfg: RunConfig,
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         p = logits.argmax(1)
         correct += (p == y).sum()
-        if return_preds:
-            preds.append(p)
+        preds.append(p)
     n = len(labels)
-    out = (loss_sum.item() / n, correct.item() / n)
-    return out + (torch.cat(preds),) if return_preds else out
+    return loss_sum.item() / n, correct.item() / n, torch.cat(preds)
 
 
 def train_step(model, opt, sched, scaler, x, y, cfg: RunConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,7 +202,7 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
             break
         t_eval = Timer(device)
         t_eval.start()
-        test_loss, test_acc = evaluate(model, data.test_images, data.test_labels, cfg, device)
+        test_loss, test_acc, preds = evaluate(model, data.test_images, data.test_labels, cfg, device)
         eval_s = t_eval.stop()
         eval_time += eval_s
         n_train = len(loader) * t.batch_size if cfg.data.drop_last else len(data.train_images)
@@ -233,6 +233,9 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
         images_per_s=images_seen / train_time if train_time else 0.0, diverged_at=diverged, epochs=epochs,
         run_dir=run_dir if write else None)
     if write:
+        if not diverged:  # the report is built from the final model's test predictions
+            np.save(run_dir / "test_predictions.npy", preds.cpu().numpy().astype(np.uint8))
+            write_report(run_dir, cfg, data, preds.cpu().numpy())
         append_row(Path(cfg.results_dir) / "runs.csv", result_row(cfg, result, device, data))
     if not quiet:
         print(summary_line(cfg, result))

@@ -1,0 +1,152 @@
+"""A run's report under results/runs/<run_id>/: curves, confusion matrix, misclassified images, samples.
+
+Built from the run's evidence only: epochs.csv, test_predictions.npy (the final model's test predictions)
+and the config in runs.csv; images come from the data set. `make report RUN=<run_id>`, and written at
+the end of every recorded run.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline import CIFAR10, CLASSES, MEAN, STD, LoaderSpec, load_cifar10, make_loader
+
+from .config import RunConfig, from_dict
+from .results import write_csv
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def confusion(labels: np.ndarray, preds: np.ndarray, k: int = 10) -> np.ndarray:
+    """(k, k) counts, rows = true class, columns = predicted."""
+    return np.bincount(labels * k + preds, minlength=k * k).reshape(k, k)
+
+
+def plot_curves(epochs: pd.DataFrame, path: Path, title: str) -> None:
+    plt = _plt()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    ax1.plot(epochs["epoch"], epochs["train_loss"], marker="o", label="train")
+    ax1.plot(epochs["epoch"], epochs["test_loss"], marker="o", label="test")
+    ax1.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
+    ax2.plot(epochs["epoch"], 100 * epochs["train_acc"], marker="o", label="train")
+    ax2.plot(epochs["epoch"], 100 * epochs["test_acc"], marker="o", label="test")
+    ax2.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion(cm: np.ndarray, path: Path, title: str) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 7))
+    ax.imshow(cm, cmap="Blues")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set_xticks(range(10), CLASSES, rotation=45, ha="right")
+    ax.set_yticks(range(10), CLASSES)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _show(ax, img_chw: np.ndarray, title: str) -> None:
+    ax.imshow(np.clip(img_chw.transpose(1, 2, 0), 0, 255).astype(np.uint8))
+    ax.set_title(title, fontsize=7)
+    ax.axis("off")
+
+
+def plot_misclassified(images: torch.Tensor, labels: np.ndarray, preds: np.ndarray, path: Path, n: int = 25) -> int:
+    """A grid of the first `n` wrong test predictions (true / predicted); returns the total number wrong."""
+    plt = _plt()
+    wrong = np.flatnonzero(labels != preds)
+    cols = 5
+    rows = max(1, int(np.ceil(min(n, len(wrong)) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.9, rows * 2.1), squeeze=False)
+    for ax, i in zip(axes.flat, wrong[:n]):
+        _show(ax, images[i].numpy(), f"true {CLASSES[labels[i]]}\npred {CLASSES[preds[i]]}")
+    for ax in list(axes.flat)[len(wrong[:n]):]:
+        ax.axis("off")
+    fig.suptitle(f"misclassified test images: {len(wrong)} of {len(labels)} wrong (first {min(n, len(wrong))} shown)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return len(wrong)
+
+
+def plot_samples(cfg: RunConfig, data: CIFAR10, path: Path, per_class: int = 8) -> None:
+    """Training images per class after the run's augmentation (one batch of the device loader, un-normalised)."""
+    plt = _plt()
+    spec = LoaderSpec(batch_size=min(1024, len(data.train_images)), crop_padding=cfg.aug.crop_padding,
+                      flip=cfg.aug.flip, cutout_size=cfg.aug.cutout_size, cutout_prob=cfg.aug.cutout_prob,
+                      cutout_clip=cfg.aug.cutout_clip, seed=cfg.train.seed)
+    x, y = next(make_loader("device", data.train_images.cpu(), data.train_labels.cpu(), spec).epoch(0))
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    pixels = ((x.float() * std + mean) * 255).round().numpy()
+    fig, axes = plt.subplots(10, per_class, figsize=(per_class * 1.1, 10 * 1.2), squeeze=False)
+    for c in range(10):
+        idx = np.flatnonzero(y.numpy() == c)[:per_class]
+        for j in range(per_class):
+            ax = axes[c, j]
+            if j < len(idx):
+                _show(ax, pixels[idx[j]], CLASSES[c] if j == 0 else "")
+            else:
+                ax.axis("off")
+    fig.suptitle(f"training samples after augmentation (crop pad {cfg.aug.crop_padding}, flip {cfg.aug.flip}, "
+                 f"cutout {cfg.aug.cutout_size})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(run_dir: Path, cfg: RunConfig, data: CIFAR10, preds: np.ndarray) -> dict:
+    """Write every report file into run_dir; returns a summary (accuracy from the confusion matrix, wrong count)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    labels = data.test_labels.cpu().numpy()[:len(preds)]
+    images = data.test_images.cpu()[:len(preds)]
+    epochs = pd.read_csv(run_dir / "epochs.csv")
+    title = f"{cfg.preset} / {cfg.variant} / {cfg.profile} (seed {cfg.train.seed})"
+    plot_curves(epochs, run_dir / "curves.png", title)
+    cm = confusion(labels, preds)
+    write_csv(run_dir / "confusion.csv", ["true"] + list(CLASSES),
+              [{"true": CLASSES[i], **{CLASSES[j]: int(cm[i, j]) for j in range(10)}} for i in range(10)])
+    acc = float(np.trace(cm) / cm.sum())
+    plot_confusion(cm, run_dir / "confusion.png", f"confusion matrix, test accuracy {100 * acc:.2f}%\n{title}")
+    wrong = plot_misclassified(images, labels, preds, run_dir / "misclassified.png")
+    plot_samples(cfg, data, run_dir / "samples.png")
+    return {"accuracy": acc, "wrong": wrong, "total": int(cm.sum())}
+
+
+def report_for_run(run_id: str, results_dir: str = "results") -> dict:
+    """`make report RUN=<run_id>`: rebuild a recorded run's report from its evidence."""
+    root = Path(results_dir)
+    runs = pd.read_csv(root / "runs.csv", dtype={"run_id": str})
+    match = runs[runs["run_id"] == run_id]
+    if match.empty:
+        raise SystemExit(f"run {run_id!r} is not in {root / 'runs.csv'}; see its run_id column")
+    run_dir = root / "runs" / run_id
+    pred_file = run_dir / "test_predictions.npy"
+    if not pred_file.is_file():
+        raise SystemExit(f"{pred_file} is missing: the run was recorded before reports existed, or did not finish")
+    cfg = from_dict(json.loads(match.iloc[0]["config_json"]))
+    data = load_cifar10(cfg.data.data_dir or None, "cpu").subset(cfg.data.train_subset, cfg.data.test_subset)
+    summary = write_report(run_dir, cfg, data, np.load(pred_file).astype(np.int64))
+    print(f"report for {run_id} in {run_dir}: test accuracy {100 * summary['accuracy']:.2f}%, "
+          f"{summary['wrong']} of {summary['total']} test images wrong")
+    return summary

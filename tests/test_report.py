@@ -1,0 +1,49 @@
+"""A recorded run's report: the files exist, are real PNGs, and the confusion matrix agrees with the row."""
+import csv
+import struct
+
+import pytest
+
+from bench.config import build_config
+from bench.report import report_for_run
+from bench.train import train
+
+FILES = ["curves.png", "confusion.png", "misclassified.png", "samples.png"]
+
+
+def png_size(path):
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+def test_report_written_at_the_end_of_a_run_and_rebuilt_on_demand(tmp_path, cifar, cifar_dir, capsys):
+    cfg = build_config("seed", "fast", "full", {"train_subset": "512", "test_subset": "300", "batch_size": "128",
+                                                "epochs": "1", "results_dir": str(tmp_path),
+                                                "data_dir": str(cifar_dir)}, "cpu")
+    r = train(cfg, cifar, quiet=True)
+    run_dir = tmp_path / "runs" / r.run_id
+    for name in FILES:
+        w, h = png_size(run_dir / name)
+        assert w >= 300 and h >= 300, (name, w, h)
+    with open(run_dir / "confusion.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["true"] for row in rows][:2] == ["airplane", "automobile"]
+    cm = [[int(row[c]) for c in list(rows[0])[1:]] for row in rows]
+    assert sum(map(sum, cm)) == 300  # the test set used
+    assert sum(cm[i][i] for i in range(10)) / 300 == pytest.approx(r.final_test_acc, abs=1e-9)
+    assert [sum(row) for row in cm] == [int(cifar.test_labels[:300].eq(c).sum()) for c in range(10)]
+
+    for name in FILES:
+        (run_dir / name).unlink()
+    summary = report_for_run(r.run_id, str(tmp_path))
+    assert summary["total"] == 300 and summary["accuracy"] == pytest.approx(r.final_test_acc)
+    assert summary["wrong"] == round(300 * (1 - r.final_test_acc))
+    assert all((run_dir / name).is_file() for name in FILES)
+    assert f"{summary['wrong']} of 300 test images wrong" in capsys.readouterr().out
+
+
+def test_unknown_run_is_a_clear_error(tmp_path):
+    (tmp_path / "runs.csv").write_text("run_id,config_json\n")
+    with pytest.raises(SystemExit, match="not in"):
+        report_for_run("nope", str(tmp_path))
