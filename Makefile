@@ -8,6 +8,7 @@ VARIANTS ?= eager,fast
 ARGS ?=
 OUT ?= out/gpu-check
 TORCH_PIN ?= torch==2.13.0
+GPUS ?= 1
 
 ifeq ($(strip $(PYTHON)),)
 VENV := .venv
@@ -30,8 +31,15 @@ $(VENV)/.installed: pyproject.toml
 	-$(PY) -m pip install nvidia-dali-cuda130 || echo "DALI could not be installed: the dali pipeline is unavailable"
 	touch $@
 
+# GPUS=N > 1 launches one process per GPU with torchrun (DDP); the global batch stays the recipe's.
+ifeq ($(strip $(GPUS)),1)
+LAUNCH := $(PY) -m bench
+else
+LAUNCH := $(PY) -m torch.distributed.run --standalone --nproc_per_node=$(GPUS) -m bench
+endif
+
 bench: $(SETUP)
-	$(PY) -m bench race --profile=$(PROFILE) --runs=$(RUNS) --variants=$(VARIANTS) $(ARGS)
+	$(LAUNCH) race --profile=$(PROFILE) --runs=$(RUNS) --variants=$(VARIANTS) $(ARGS)
 
 test: $(SETUP)
 	$(PY) -m pytest -q tests

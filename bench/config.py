@@ -108,6 +108,7 @@ class TrainConfig:
     precision: str = "bf16"  # fp32 | bf16 | fp16 (autocast; fp16 with a grad scaler)
     channels_last: bool = True
     compile: str = "off"  # off | default | max-autotune
+    sync_bn: bool = False  # batch statistics over all ranks under torchrun (SyncBatchNorm)
 
     def __post_init__(self):
         _check(self.batch_size >= 1, f"train.batch_size={self.batch_size} must be >= 1")
@@ -135,6 +136,8 @@ class RunConfig:
 
     def __post_init__(self):
         _one_of("profile", self.profile, ("full", "smoke"))
+        _check(not (self.train.sync_bn and self.model.norm_kernel == "triton"),
+               "train.sync_bn=true needs model.norm_kernel=eager: the fused kernel computes per-rank statistics")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from model.transforms import DTYPES, autocast, build_model, compile_model
 from pipeline import CIFAR10, LoaderSpec, eval_batches, load_cifar10, make_loader
 
 from .config import RunConfig
+from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shard, wrap_ddp
 from .report import write_report
 from .results import EPOCH_COLUMNS, append_row, environment, write_csv
 from .timer import Timer, synchronize
@@ -49,6 +49,7 @@ class RunResult:
     diverged_at: tuple[int, int] | None = None  # (epoch, step), 1-based epoch
     epochs: list[dict[str, Any]] = field(default_factory=list)
     run_dir: Path | None = None
+    model: torch.nn.Module | None = field(default=None, repr=False)  # the trained model (DDP/compile-wrapped)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -80,23 +81,25 @@ def make_optimizer(params, cfg: RunConfig, steps_per_epoch: int):
 
 
 @torch.no_grad()
-def evaluate(model, images: torch.Tensor, labels: torch.Tensor, cfg: RunConfig,
-             device: torch.device) -> tuple[float, float, torch.Tensor]:
-    """Test loss, accuracy and predicted classes (N,) over the whole split."""
+def evaluate(model, images: torch.Tensor, labels: torch.Tensor, cfg: RunConfig, device: torch.device,
+             info: DistInfo = DistInfo()) -> tuple[float, float, torch.Tensor]:
+    """Test loss and accuracy over the whole split (each rank evaluates its share, sums are all-reduced),
+    and this rank's predicted classes."""
     model.eval()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
+    part = slice(info.rank, None, info.world)
+    images, labels = images[part], labels[part]
+    sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, count
     preds = []
     for x, y in eval_batches(images, labels, cfg.train.eval_batch_size, DTYPES[cfg.train.precision],
                              cfg.train.channels_last):
         with autocast(device, cfg.train.precision):
             logits = model(x).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum")
         p = logits.argmax(1)
-        correct += (p == y).sum()
+        sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(), (p == y).sum().double(),
+                             torch.tensor(float(len(y)), device=device, dtype=torch.float64)])
         preds.append(p)
-    n = len(labels)
-    return loss_sum.item() / n, correct.item() / n, torch.cat(preds)
+    loss_sum, correct, n = all_reduce_sum(sums, info).tolist()
+    return loss_sum / n, correct / n, torch.cat(preds)
 
 
 def train_step(model, opt, sched, scaler, x, y, cfg: RunConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,30 +137,41 @@ def warm_up(model, cfg: RunConfig, data: CIFAR10, device: torch.device) -> float
     return time.perf_counter() - t0
 
 
-def _first_nonfinite(losses: list[torch.Tensor]) -> int | None:
-    bad = ~torch.isfinite(torch.stack(losses))
+def _first_nonfinite(losses: torch.Tensor) -> int | None:
+    bad = ~torch.isfinite(losses)
     return int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
 
 
 def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet: bool = False,
           on_epoch: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
-    """Train `cfg` once and (when `write`) record its row in <results_dir>/runs.csv and its epoch log."""
+    """Train `cfg` once and (when `write`) record its row in <results_dir>/runs.csv and its epoch log.
+
+    Under torchrun (WORLD_SIZE > 1) every rank runs this same loop on its shard with the global batch
+    split evenly; rank 0 alone prints and writes.
+    """
     wall0 = time.perf_counter()
-    device = resolve_device(cfg.train.device)
-    torch.manual_seed(cfg.train.seed)
+    info, dist_device = init_distributed(cfg.train.device)
+    device = dist_device or resolve_device(cfg.train.device)
+    quiet, write = quiet or not info.is_main, write and info.is_main
+    t = cfg.train
+    if t.batch_size % info.world:
+        raise ValueError(f"train.batch_size={t.batch_size} does not split evenly over {info.world} ranks; "
+                         f"use a multiple of {info.world}")
+    torch.manual_seed(t.seed)
     if data is None:
         data = load_cifar10(cfg.data.data_dir or None, device)
     data = data.to(device).subset(cfg.data.train_subset, cfg.data.test_subset)
-    t = cfg.train
-    spec = LoaderSpec(batch_size=t.batch_size, crop_padding=cfg.aug.crop_padding, flip=cfg.aug.flip,
+    part = shard(len(data.train_images), info)
+    spec = LoaderSpec(batch_size=t.batch_size // info.world, crop_padding=cfg.aug.crop_padding, flip=cfg.aug.flip,
                       cutout_size=cfg.aug.cutout_size, cutout_prob=cfg.aug.cutout_prob,
-                      cutout_clip=cfg.aug.cutout_clip, drop_last=cfg.data.drop_last, seed=t.seed,
-                      dtype=DTYPES[t.precision], channels_last=t.channels_last)
-    loader = make_loader(cfg.data.pipeline, data.train_images, data.train_labels, spec, cfg.data.workers)
+                      cutout_clip=cfg.aug.cutout_clip, drop_last=cfg.data.drop_last,
+                      seed=t.seed + 7919 * info.rank, dtype=DTYPES[t.precision], channels_last=t.channels_last)
+    loader = make_loader(cfg.data.pipeline, data.train_images[part], data.train_labels[part], spec, cfg.data.workers)
     if len(loader) == 0:
         raise ValueError(f"{len(data.train_images)} training images make no batch of {t.batch_size} with "
                          f"drop_last; lower train.batch_size or set data.drop_last=false")
-    model = compile_model(build_model(cfg.model, device, t.channels_last), t.compile)
+    model = build_model(cfg.model, device, t.channels_last)
+    model = compile_model(wrap_ddp(model, info, device, t.sync_bn), t.compile)
     warmup_s = warm_up(model, cfg, data, device)
     opt, sched = make_optimizer(model.parameters(), cfg, len(loader))
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
@@ -167,15 +181,16 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
     timer = Timer(device)
     epochs: list[dict[str, Any]] = []
     train_time = eval_time = data_wait = 0.0
-    images_seen = 0
     target_epoch = time_to_target = diverged = None
-    check_every = 1 if device.type == "cpu" else 8  # a finiteness check syncs the device
+    check_every = 1 if device.type == "cpu" else 8  # a finiteness check syncs the device (and the ranks)
+    n_epoch = len(loader) * spec.batch_size * info.world if cfg.data.drop_last else len(data.train_images)
     for epoch in range(1, t.epochs + 1):
         model.train()
         lr = sched.get_last_lr()[0]
         losses: list[torch.Tensor] = []
         correct = torch.zeros((), device=device, dtype=torch.long)
         bar = tqdm(total=len(loader), desc=f"epoch {epoch}/{t.epochs}", leave=False, disable=quiet or None)
+        barrier(info)
         timer.start()
         it = iter(loader.epoch(epoch - 1))
         for step in range(len(loader)):
@@ -185,14 +200,15 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
             loss, hits = train_step(model, opt, sched, scaler, x, y, cfg, device)
             losses.append(loss)
             correct += hits
-            images_seen += len(y)
             if (step + 1) % check_every == 0 or step + 1 == len(loader):
-                bad = _first_nonfinite(losses[-check_every:])
+                window = all_reduce_sum(torch.stack(losses[-check_every:]), info)  # NaN on any rank shows on all
+                bad = _first_nonfinite(window)
                 if bad is not None:
-                    diverged = (epoch, step + 1 - len(losses[-check_every:]) + bad + 1)
+                    diverged = (epoch, step + 1 - len(window) + bad + 1)
                     break
-                bar.set_postfix(loss=f"{losses[-1].item():.3f}")
+                bar.set_postfix(loss=f"{window[-1].item() / info.world:.3f}")
             bar.update(1)
+        barrier(info)
         epoch_s = timer.stop()
         bar.close()
         train_time += epoch_s
@@ -202,13 +218,13 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
             break
         t_eval = Timer(device)
         t_eval.start()
-        test_loss, test_acc, preds = evaluate(model, data.test_images, data.test_labels, cfg, device)
+        test_loss, test_acc, preds = evaluate(model, data.test_images, data.test_labels, cfg, device, info)
         eval_s = t_eval.stop()
         eval_time += eval_s
-        n_train = len(loader) * t.batch_size if cfg.data.drop_last else len(data.train_images)
-        row = {"epoch": epoch, "lr": lr, "train_loss": torch.stack(losses).mean().item(),
-               "train_acc": correct.item() / n_train, "test_loss": test_loss, "test_acc": test_acc,
-               "epoch_time_s": epoch_s, "train_time_s": train_time, "eval_time_s": eval_s}
+        sums = all_reduce_sum(torch.stack([torch.stack(losses).mean().double(), correct.double()]), info).tolist()
+        row = {"epoch": epoch, "lr": lr, "train_loss": sums[0] / info.world, "train_acc": sums[1] / n_epoch,
+               "test_loss": test_loss, "test_acc": test_acc, "epoch_time_s": epoch_s, "train_time_s": train_time,
+               "eval_time_s": eval_s}
         epochs.append(row)
         if write:
             write_csv(run_dir / "epochs.csv", EPOCH_COLUMNS, epochs)
@@ -217,26 +233,27 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
         if not quiet:
             print(f"epoch {epoch:2d}  lr {lr:.2e}  train loss {row['train_loss']:.3f} acc {row['train_acc']:.4f}  "
                   f"test loss {test_loss:.3f} acc {test_acc:.4f}  {epoch_s:6.1f} s  "
-                  f"({len(loader) * t.batch_size / epoch_s:,.0f} img/s)  total {train_time:7.1f} s", flush=True)
-        if target_epoch is None and test_acc >= t.target_acc:
+                  f"({n_epoch / epoch_s:,.0f} img/s)  total {train_time:7.1f} s", flush=True)
+        if target_epoch is None and test_acc >= t.target_acc:  # test_acc is all-reduced: every rank agrees
             target_epoch, time_to_target = epoch, train_time
             if t.stop_at_target:
                 break
 
     accs = [e["test_acc"] for e in epochs]
+    steps_done = sum(len(loader) for _ in epochs) + (diverged[1] if diverged else 0)
     result = RunResult(
         run_id=run_id, status="diverged" if diverged else ("reached" if target_epoch else "not_reached"),
         epochs_run=len(epochs) + (1 if diverged else 0), target_epoch=None if diverged else target_epoch,
         time_to_target_s=None if diverged else time_to_target, train_time_s=train_time, eval_time_s=eval_time,
         warmup_s=warmup_s, wall_time_s=time.perf_counter() - wall0, data_wait_s=data_wait,
         final_test_acc=accs[-1] if accs else math.nan, best_test_acc=max(accs) if accs else math.nan,
-        images_per_s=images_seen / train_time if train_time else 0.0, diverged_at=diverged, epochs=epochs,
-        run_dir=run_dir if write else None)
+        images_per_s=steps_done * spec.batch_size * info.world / train_time if train_time else 0.0,
+        diverged_at=diverged, epochs=epochs, run_dir=run_dir if write else None, model=model)
     if write:
-        if not diverged:  # the report is built from the final model's test predictions
+        if not diverged and not info.enabled:  # the report needs every test prediction in one process
             np.save(run_dir / "test_predictions.npy", preds.cpu().numpy().astype(np.uint8))
             write_report(run_dir, cfg, data, preds.cpu().numpy())
-        append_row(Path(cfg.results_dir) / "runs.csv", result_row(cfg, result, device, data))
+        append_row(Path(cfg.results_dir) / "runs.csv", result_row(cfg, result, device, data, info))
     if not quiet:
         print(summary_line(cfg, result))
         if write:
@@ -244,13 +261,16 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
     return result
 
 
-def result_row(cfg: RunConfig, r: RunResult, device: torch.device, data: CIFAR10) -> dict[str, Any]:
+def result_row(cfg: RunConfig, r: RunResult, device: torch.device, data: CIFAR10,
+               info: DistInfo = DistInfo()) -> dict[str, Any]:
     """The CSV row of a finished run: environment, outcome, the variant axes, and the full config."""
     t = cfg.train
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    env = environment(device)
+    if info.enabled and device.type == "cuda":
+        env["device_count"] = info.world  # one GPU per rank
     return {
         "run_id": r.run_id, "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **environment(device), "world_size": world,
+        **env, "world_size": info.world,
         "preset": cfg.preset, "variant": cfg.variant, "profile": cfg.profile, "seed": t.seed,
         "status": r.status, "epochs_run": r.epochs_run, "target_acc": t.target_acc,
         "target_epoch": r.target_epoch, "time_to_target_s": r.time_to_target_s,
