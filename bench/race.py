@@ -1,6 +1,7 @@
 """The race: variants of one recipe side by side on one device, same seeds, then one table."""
 from __future__ import annotations
 
+import os
 import statistics
 from dataclasses import replace
 
@@ -24,18 +25,23 @@ def race(preset: str, variants: list[str], profile: str, runs: int, overrides: d
     """Run every variant `runs` times (seeds seed..seed+runs-1, interleaved) and print the comparison."""
     probe = build_config(preset, None, profile, overrides)
     device = resolve_device(probe.train.device)
-    data = load_cifar10(probe.data.data_dir or None, device)  # loaded once, shared by every run
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # loaded once, shared by every run; under torchrun each run moves it to its rank's device
+    data = load_cifar10(probe.data.data_dir or None, "cpu" if distributed else device)
     results: dict[str, list[RunResult]] = {v: [] for v in variants}
     cfgs = {v: build_config(preset, v, profile, overrides, device.type) for v in variants}
     for i in range(runs):
         for v in variants:
             cfg = cfgs[v]
             cfg = replace(cfg, train=replace(cfg.train, seed=cfg.train.seed + i))
-            print(f"--- {v} (run {i + 1}/{runs}, seed {cfg.train.seed}, pipeline {cfg.data.pipeline}, "
-                  f"{cfg.train.precision}, {'channels-last' if cfg.train.channels_last else 'NCHW'}, "
-                  f"compile {cfg.train.compile}, norm {cfg.model.norm_kernel})", flush=True)
+            if main_rank:
+                print(f"--- {v} (run {i + 1}/{runs}, seed {cfg.train.seed}, pipeline {cfg.data.pipeline}, "
+                      f"{cfg.train.precision}, {'channels-last' if cfg.train.channels_last else 'NCHW'}, "
+                      f"compile {cfg.train.compile}, norm {cfg.model.norm_kernel})", flush=True)
             results[v].append(train(cfg, data))
-    print(race_table(results, cfgs[variants[0]].train.target_acc, device_name(device)))
+    if main_rank:
+        print(race_table(results, cfgs[variants[0]].train.target_acc, device_name(device)))
     return results
 
 
