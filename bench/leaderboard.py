@@ -7,6 +7,7 @@ Rankings are per device: a device's name heads its own table.
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -20,6 +21,14 @@ REL = 1e-3  # agreement tolerance for times read back from CSV (6 significant di
 
 def _close(a: float, b: float) -> bool:
     return math.isclose(float(a), float(b), rel_tol=REL, abs_tol=1e-3)
+
+
+def _uses_tta(row: pd.Series) -> bool:
+    """Test-time augmentation puts the deciding evaluation on the clock (bench/train.py)."""
+    try:
+        return json.loads(row["config_json"])["train"].get("tta", "none") != "none"
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def check_row(row: pd.Series, runs_dir: Path) -> str | None:
@@ -50,9 +59,10 @@ def check_row(row: pd.Series, runs_dir: Path) -> str | None:
         first = hits.iloc[0]
         if int(first["epoch"]) != int(row["target_epoch"]):
             return f"target_epoch {row['target_epoch']} but the log first reaches the target at epoch {int(first['epoch'])}"
-        if not _close(first["train_time_s"], row["time_to_target_s"]):
-            return (f"time_to_target_s {row['time_to_target_s']} != cumulative training time "
-                    f"{first['train_time_s']:.6g} at epoch {int(first['epoch'])}")
+        expected = first["train_time_s"] + (first["eval_time_s"] if _uses_tta(row) else 0.0)
+        if not _close(expected, row["time_to_target_s"]):
+            return (f"time_to_target_s {row['time_to_target_s']} != {expected:.6g}, the cumulative training time"
+                    f"{' plus the deciding TTA evaluation' if _uses_tta(row) else ''} at epoch {int(first['epoch'])}")
         return None
     if status == "not_reached":
         if not hits.empty:

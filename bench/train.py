@@ -93,13 +93,31 @@ def evaluate(model, images: torch.Tensor, labels: torch.Tensor, cfg: RunConfig, 
     for x, y in eval_batches(images, labels, cfg.train.eval_batch_size, DTYPES[cfg.train.precision],
                              cfg.train.channels_last):
         with autocast(device, cfg.train.precision):
-            logits = model(x).float()
+            logits = sum(model(v).float() for v in tta_views(x, cfg.train.tta))
         p = logits.argmax(1)
         sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(), (p == y).sum().double(),
                              torch.tensor(float(len(y)), device=device, dtype=torch.float64)])
         preds.append(p)
     loss_sum, correct, n = all_reduce_sum(sums, info).tolist()
     return loss_sum / n, correct / n, torch.cat(preds)
+
+
+def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
+    """The test-time views whose logits are summed: the image, its mirror, and +-1 pixel translations of both."""
+    if tta == "none":
+        return [x]
+    views = [x, x.flip(3)]
+    if tta == "flip_translate":
+        pad = F.pad(x, (1, 1, 1, 1))  # zero = the mean after normalisation
+        h, w = x.shape[2:]
+        views += [v.flip(3) if i else v for v in (pad[..., :h, :w], pad[..., 2:, 2:]) for i in (0, 1)]
+    return views
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under torch.compile and DDP wrappers."""
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)
 
 
 def train_step(model, opt, sched, scaler, x, y, cfg: RunConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,7 +134,7 @@ def train_step(model, opt, sched, scaler, x, y, cfg: RunConfig, device: torch.de
     return loss.detach(), (logits.detach().argmax(1) == y).sum()
 
 
-def warm_up(model, cfg: RunConfig, data: CIFAR10, device: torch.device) -> float:
+def warm_up(model, cfg: RunConfig, data: CIFAR10, device: torch.device, batch_size: int) -> float:
     """Untimed steps (compilation, autotuning) on real images, then weights and BN statistics restored."""
     if cfg.train.warmup_steps == 0:
         return 0.0
@@ -124,7 +142,7 @@ def warm_up(model, cfg: RunConfig, data: CIFAR10, device: torch.device) -> float
     state = copy.deepcopy(model.state_dict())
     opt, _ = make_optimizer(model.parameters(), cfg, 1)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
-    bs = min(cfg.train.batch_size, len(data.train_images))
+    bs = min(batch_size, len(data.train_images))  # this rank's batch: the shape the timed steps will have
     x, y = next(eval_batches(data.train_images[:bs], data.train_labels[:bs], bs, DTYPES[cfg.train.precision],
                              cfg.train.channels_last))
     model.train()
@@ -172,9 +190,14 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
                          f"drop_last; lower train.batch_size or set data.drop_last=false")
     model = build_model(cfg.model, device, t.channels_last)
     model = compile_model(wrap_ddp(model, info, device, t.sync_bn), t.compile)
-    warmup_s = warm_up(model, cfg, data, device)
+    warmup_s = warm_up(model, cfg, data, device, spec.batch_size)
     opt, sched = make_optimizer(model.parameters(), cfg, len(loader))
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
+    ema = None
+    if cfg.optim.ema_decay:  # evaluated in place of the weights; BN statistics averaged too
+        ema = torch.optim.swa_utils.AveragedModel(
+            unwrap(model), multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.optim.ema_decay),
+            use_buffers=True)
 
     run_id = new_run_id()
     run_dir = Path(cfg.results_dir) / "runs" / run_id
@@ -198,6 +221,8 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
             x, y = next(it)
             data_wait += time.perf_counter() - t_fetch
             loss, hits = train_step(model, opt, sched, scaler, x, y, cfg, device)
+            if ema is not None:
+                ema.update_parameters(unwrap(model))
             losses.append(loss)
             correct += hits
             if (step + 1) % check_every == 0 or step + 1 == len(loader):
@@ -218,7 +243,7 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
             break
         t_eval = Timer(device)
         t_eval.start()
-        test_loss, test_acc, preds = evaluate(model, data.test_images, data.test_labels, cfg, device, info)
+        test_loss, test_acc, preds = evaluate(ema or model, data.test_images, data.test_labels, cfg, device, info)
         eval_s = t_eval.stop()
         eval_time += eval_s
         sums = all_reduce_sum(torch.stack([torch.stack(losses).mean().double(), correct.double()]), info).tolist()
@@ -235,7 +260,8 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
                   f"test loss {test_loss:.3f} acc {test_acc:.4f}  {epoch_s:6.1f} s  "
                   f"({n_epoch / epoch_s:,.0f} img/s)  total {train_time:7.1f} s", flush=True)
         if target_epoch is None and test_acc >= t.target_acc:  # test_acc is all-reduced: every rank agrees
-            target_epoch, time_to_target = epoch, train_time
+            # with TTA the evaluation is part of the method, so the deciding evaluation is on the clock
+            target_epoch, time_to_target = epoch, train_time + (eval_s if t.tta != "none" else 0.0)
             if t.stop_at_target:
                 break
 

@@ -114,3 +114,23 @@ def test_fast_learns_like_eager(tmp_path, cifar):
         accs[variant] = train(cfg, cifar, quiet=True, write=False).final_test_acc
     assert min(accs.values()) > 0.2, accs
     assert abs(accs["fast"] - accs["eager"]) <= 0.05, accs
+
+
+def test_ema_and_tta_run_and_tta_time_counts_toward_the_target(tmp_path, cifar):
+    from bench import leaderboard
+    cfg = tiny(tmp_path, epochs=1, ema_decay=0.9, tta="flip_translate", target_acc=0.01, logit_scale=0.125)
+    r = train(cfg, cifar, quiet=True)
+    assert r.status == "reached"
+    assert r.time_to_target_s == pytest.approx(r.epochs[0]["train_time_s"] + r.epochs[0]["eval_time_s"])
+    ok, refused = leaderboard.load(tmp_path)
+    assert refused.empty and len(ok) == 1  # the checker knows TTA time is on the clock
+
+
+def test_tta_views():
+    from bench.train import tta_views
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    assert len(tta_views(x, "none")) == 1 and len(tta_views(x, "flip")) == 2
+    views = tta_views(x, "flip_translate")
+    assert len(views) == 6 and all(v.shape == x.shape for v in views)
+    assert torch.equal(views[2][..., 1:, 1:], x[..., :3, :3]) and (views[2][..., 0, :] == 0).all()
+    assert torch.equal(views[4][..., :3, :3], x[..., 1:, 1:])
