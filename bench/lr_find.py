@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.transforms import DTYPES, autocast
+from model.transforms import autocast
 
 
 @dataclass
@@ -129,19 +129,17 @@ LR_FIND_COLUMNS = ("timestamp", "git_commit", "device", "device_type", "device_c
 def run_finder(cfg, start_lr: float = 1e-7, end_lr: float = 10.0, num_iter: int = 200, mode: str = "exp",
                write: bool = True) -> LRFindResult:
     """The finder on the run's own pipeline and model (reference settings: Adam, wd 1e-4, 1e-7..10, 200 exp)."""
-    from pipeline import LoaderSpec, load_cifar10, make_loader
+    from pipeline import load_cifar10, make_loader
 
     from model.transforms import build_model
     from .results import append_row, environment
-    from .train import make_optimizer, resolve_device
+    from .train import loader_spec, make_optimizer, resolve_device
 
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
     data = load_cifar10(cfg.data.data_dir or None, device).subset(cfg.data.train_subset, 0)
     t = cfg.train
-    spec = LoaderSpec(batch_size=t.batch_size, crop_padding=cfg.aug.crop_padding, flip=cfg.aug.flip,
-                      cutout_size=cfg.aug.cutout_size, cutout_prob=cfg.aug.cutout_prob, cutout_clip=cfg.aug.cutout_clip,
-                      seed=t.seed, dtype=DTYPES[t.precision], channels_last=t.channels_last)
+    spec = loader_spec(cfg, t.batch_size, t.seed)
     loader = make_loader(cfg.data.pipeline, data.train_images, data.train_labels, spec, cfg.data.workers)
 
     def batches():

@@ -7,13 +7,14 @@ the end of every recorded run.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from pipeline import CIFAR10, CLASSES, MEAN, STD, LoaderSpec, load_cifar10, make_loader
+from pipeline import CIFAR10, CLASSES, MEAN, STD, load_cifar10, make_loader
 
 from .config import RunConfig, from_dict
 from .results import write_csv
@@ -92,9 +93,9 @@ def plot_misclassified(images: torch.Tensor, labels: np.ndarray, preds: np.ndarr
 def plot_samples(cfg: RunConfig, data: CIFAR10, path: Path, per_class: int = 8) -> None:
     """Training images per class after the run's augmentation (one batch of the device loader, un-normalised)."""
     plt = _plt()
-    spec = LoaderSpec(batch_size=min(1024, len(data.train_images)), crop_padding=cfg.aug.crop_padding,
-                      flip=cfg.aug.flip, cutout_size=cfg.aug.cutout_size, cutout_prob=cfg.aug.cutout_prob,
-                      cutout_clip=cfg.aug.cutout_clip, seed=cfg.train.seed)
+    from .train import loader_spec  # train imports this module
+    spec = replace(loader_spec(cfg, min(1024, len(data.train_images)), cfg.train.seed),
+                   dtype=torch.float32, channels_last=False)
     x, y = next(make_loader("device", data.train_images.cpu(), data.train_labels.cpu(), spec).epoch(0))
     mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
     pixels = ((x.float() * std + mean) * 255).round().numpy()

@@ -65,6 +65,14 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
+def loader_spec(cfg: RunConfig, batch_size: int, seed: int) -> LoaderSpec:
+    """What the run's training loader must produce (augmentation, dtype, layout) for one process."""
+    return LoaderSpec(batch_size=batch_size, crop_padding=cfg.aug.crop_padding, flip=cfg.aug.flip,
+                      cutout_size=cfg.aug.cutout_size, cutout_prob=cfg.aug.cutout_prob, cutout_clip=cfg.aug.cutout_clip,
+                      drop_last=cfg.data.drop_last, seed=seed, dtype=DTYPES[cfg.train.precision],
+                      channels_last=cfg.train.channels_last)
+
+
 def make_optimizer(params, cfg: RunConfig, steps_per_epoch: int):
     """Optimizer and the one-cycle schedule (per step) from the config."""
     o = cfg.optim
@@ -180,10 +188,7 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
         data = load_cifar10(cfg.data.data_dir or None, device)
     data = data.to(device).subset(cfg.data.train_subset, cfg.data.test_subset)
     part = shard(len(data.train_images), info)
-    spec = LoaderSpec(batch_size=t.batch_size // info.world, crop_padding=cfg.aug.crop_padding, flip=cfg.aug.flip,
-                      cutout_size=cfg.aug.cutout_size, cutout_prob=cfg.aug.cutout_prob,
-                      cutout_clip=cfg.aug.cutout_clip, drop_last=cfg.data.drop_last,
-                      seed=t.seed + 7919 * info.rank, dtype=DTYPES[t.precision], channels_last=t.channels_last)
+    spec = loader_spec(cfg, t.batch_size // info.world, t.seed + 7919 * info.rank)
     loader = make_loader(cfg.data.pipeline, data.train_images[part], data.train_labels[part], spec, cfg.data.workers)
     if len(loader) == 0:
         raise ValueError(f"{len(data.train_images)} training images make no batch of {t.batch_size} with "
