@@ -46,6 +46,9 @@ def _seed():
 
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# Triton kernels run compiled on CUDA, or interpreted on CPU tensors when no GPU is visible (not both at once)
+TRITON_DEVICES = ["cuda"] if torch.cuda.is_available() else ["cpu"]
+TRITON_DEVICE = TRITON_DEVICES[0]
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; none is visible")
 
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from kernels.bn_relu import HAS_TRITON, BatchNormReLU2d, bn_relu_fwd_op
 from kernels.reference import bn_relu_reference
-from tests.conftest import DEVICES, assert_close
+from tests.conftest import TRITON_DEVICE, TRITON_DEVICES, assert_close
 
 pytestmark = pytest.mark.skipif(not HAS_TRITON, reason="the triton package is not installed (pip install triton)")
 
@@ -78,7 +78,7 @@ def check(fused, ref, x, dtype, training):
     assert int(fused.num_batches_tracked) == int(ref[0].num_batches_tracked)
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", TRITON_DEVICES)
 @pytest.mark.parametrize("shape", MODEL_SHAPES + AWKWARD_SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_fp32_train_then_eval(shape, layout, device, poison):
@@ -90,7 +90,7 @@ def test_fp32_train_then_eval(shape, layout, device, poison):
     check(fused, ref, make_input(shape, layout, torch.float32, device), torch.float32, training=False)
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", TRITON_DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("shape", [(4, 64, 16, 16), (2, 13, 5, 7), (7, 11, 1, 1)], ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
@@ -99,7 +99,7 @@ def test_half_precision(shape, layout, dtype, device, poison):
     check(fused, ref, make_input(shape, layout, dtype, device), dtype, training=True)
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", TRITON_DEVICES)
 def test_several_steps_and_cumulative_momentum(device):
     fused, ref = pair(6, device, momentum=None)  # momentum None: cumulative moving average
     for _ in range(3):
@@ -110,9 +110,9 @@ def test_several_steps_and_cumulative_momentum(device):
 
 
 def test_one_value_per_channel_is_refused_like_pytorch():
-    m = BatchNormReLU2d(4, backend="triton")
+    m = BatchNormReLU2d(4, backend="triton").to(TRITON_DEVICE)
     with pytest.raises(ValueError, match="more than 1 value per channel"):
-        m(torch.randn(1, 4, 1, 1))
+        m(torch.randn(1, 4, 1, 1, device=TRITON_DEVICE))
 
 
 def test_reference_backend_matches_and_state_dict_keys_are_batchnorm2d():
@@ -139,11 +139,12 @@ def test_auto_picks_reference_on_cpu(monkeypatch):
 def test_compiles_without_graph_breaks():
     """fullgraph=True fails on any graph break; the opaque custom op must keep the graph whole."""
     torch._dynamo.reset()
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), BatchNormReLU2d(8, backend="triton"), nn.Conv2d(8, 4, 1))
-    x = torch.randn(4, 3, 6, 6)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), BatchNormReLU2d(8, backend="triton"),
+                        nn.Conv2d(8, 4, 1)).to(TRITON_DEVICE)
+    x = torch.randn(4, 3, 6, 6, device=TRITON_DEVICE)
     eager_out = net(x)
     stats = net[1].running_mean.clone()
-    net[1].running_mean.copy_(torch.zeros(8))
+    net[1].running_mean.zero_()
     net[1].num_batches_tracked.zero_()
     compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
     out = compiled(x)
@@ -151,6 +152,6 @@ def test_compiles_without_graph_breaks():
     out.sum().backward()
     assert net[0].weight.grad is not None and torch.isfinite(net[0].weight.grad).all()
     assert_close(net[1].running_mean, stats, rtol=1e-5, atol=1e-6, what="running mean under compile")
-    assert torch.library.opcheck(bn_relu_fwd_op, (x[:, :3].contiguous(), torch.ones(3), torch.zeros(3),
-                                                  torch.zeros(3), torch.ones(3), True, 0.1, 1e-5),
+    ones, zeros = torch.ones(3, device=TRITON_DEVICE), torch.zeros(3, device=TRITON_DEVICE)
+    assert torch.library.opcheck(bn_relu_fwd_op, (x[:, :3].contiguous(), ones, zeros, zeros, ones, True, 0.1, 1e-5),
                                  test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from kernels.bn_relu import HAS_TRITON, BatchNormReLU2d
 from model import CustomResNet, norm_act_factory
-from tests.conftest import DEVICES, assert_close
+from tests.conftest import TRITON_DEVICES, assert_close
 
 pytestmark = pytest.mark.skipif(not HAS_TRITON, reason="the triton package is not installed (pip install triton)")
 
@@ -28,7 +28,7 @@ def rel_tol(t: torch.Tensor, tol: float) -> float:
     return tol * t.abs().max().item() + 1e-30
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", TRITON_DEVICES)
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_logits_loss_and_every_gradient_match_in_fp64(device, channels_last):
     eager, fused = twins(device, torch.float64)
@@ -55,7 +55,7 @@ def test_logits_loss_and_every_gradient_match_in_fp64(device, channels_last):
         assert_close(bf, be, rtol=1e-8, atol=1e-12, what=f"buffer {name}")
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", TRITON_DEVICES)
 def test_fp32_forward_matches(device):
     eager, fused = twins(device)
     x = torch.randn(8, 3, 32, 32, device=device)
@@ -66,7 +66,7 @@ def test_fp32_forward_matches(device):
     assert_close(lf, le, rtol=1e-4, atol=rel_tol(le, 1e-4), what="eval-mode logits")
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", TRITON_DEVICES)
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-8), (torch.float32, 2e-2)])
 def test_a_few_training_steps_stay_together(device, dtype, tol):
     eager, fused = twins(device, dtype)
