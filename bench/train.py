@@ -3,7 +3,7 @@
 Clock: `train_time_s` sums the device-synchronised time of each epoch's training steps (data loading
 included: it is part of the cost); evaluation after each epoch and the untimed warm-up (compilation)
 are timed apart. `time_to_target_s` is the training time up to the end of the first epoch whose test
-accuracy reaches the target.
+accuracy reaches the target (plus that epoch's evaluation when test-time augmentation is on).
 """
 from __future__ import annotations
 
