@@ -66,8 +66,10 @@ def _main(argv: list[str] | None = None) -> int:
     rp.add_argument("--results-dir", default="results")
     pb = sub.add_parser("pipeline-bench", help="images/s of each pipeline over one real epoch -> results/pipeline.csv")
     pb.add_argument("--results-dir", default="results")
-    sub.add_parser("kernel-bench", help="fused BN+ReLU vs eager/compiled on CUDA -> results/kernels.csv").add_argument(
-        "--results-dir", default="results")
+    kb = sub.add_parser("kernel-bench", help="fused BN+ReLU vs eager/compiled on CUDA -> results/kernels.csv")
+    kb.add_argument("--results-dir", default="results")
+    kb.add_argument("--dtypes", default="fp32,bf16")
+    kb.add_argument("--layouts", default="channels_last,nchw")
     sub.add_parser("leaderboard", help="results/runs.csv -> results/leaderboard.md and plots").add_argument(
         "--results-dir", default="results")
     cf = sub.add_parser("choose-fast", help="measure img/s of each precision/layout/compile setting -> results/variants.csv")
@@ -97,7 +99,7 @@ def _main(argv: list[str] | None = None) -> int:
             return 2
         if args.command == "kernel-bench":
             from .kernel_bench import main as kernel_bench
-            return kernel_bench(args.results_dir)
+            return kernel_bench(args.results_dir, args.dtypes, args.layouts)
         from .leaderboard import main as leaderboard
         return leaderboard(args.results_dir)
     try:

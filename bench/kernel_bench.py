@@ -88,13 +88,25 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(results_dir: str = "results") -> int:
+DTYPE_NAMES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def main(results_dir: str = "results", dtypes: str = "fp32,bf16", layouts: str = "channels_last,nchw") -> int:
+    try:
+        dts = tuple(DTYPE_NAMES[d] for d in dtypes.split(","))
+    except KeyError as e:
+        print(f"config error: unknown dtype {e}; choose from {', '.join(DTYPE_NAMES)}", file=sys.stderr)
+        return 2
+    lays = tuple(layouts.split(","))
+    if not set(lays) <= {"channels_last", "nchw"}:
+        print(f"config error: layouts={layouts!r}; choose from channels_last,nchw", file=sys.stderr)
+        return 2
     if not torch.cuda.is_available():
         print("bench-kernels needs a CUDA device (do_bench times GPU kernels); none is visible, no rows written. "
               "Kernel correctness on this machine: make test (tests/test_bn_relu.py, Triton interpreter).")
         return 0
     device = torch.device("cuda")
-    rows = measure(device)
+    rows = measure(device, dts, lays)
     env = environment(device)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     for r in rows:
