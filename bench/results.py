@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import fcntl
-import functools
 import io
 import os
 import platform
@@ -92,7 +91,6 @@ def append_row(path: Path, row: dict[str, Any], columns: Iterable[str] = RUN_COL
         write_csv(path, columns, rows)
 
 
-@functools.lru_cache(maxsize=None)
 def git_commit() -> str:
     """Short commit of the working tree, '-dirty' when tracked files differ from it; 'unknown' outside git."""
     root = Path(__file__).resolve().parent.parent

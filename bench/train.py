@@ -179,6 +179,7 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
     info, dist_device = init_distributed(cfg.train.device)
     device = dist_device or resolve_device(cfg.train.device)
     quiet, write = quiet or not info.is_main, write and info.is_main
+    env = environment(device)  # at the start: the commit that runs, not the one checked out when it ends
     t = cfg.train
     if t.batch_size % info.world:
         raise ValueError(f"train.batch_size={t.batch_size} does not split evenly over {info.world} ranks; "
@@ -284,7 +285,7 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
         if not diverged and not info.enabled:  # the report needs every test prediction in one process
             np.save(run_dir / "test_predictions.npy", preds.cpu().numpy().astype(np.uint8))
             write_report(run_dir, cfg, data, preds.cpu().numpy())
-        append_row(Path(cfg.results_dir) / "runs.csv", result_row(cfg, result, device, data, info))
+        append_row(Path(cfg.results_dir) / "runs.csv", result_row(cfg, result, env, data, info))
     if not quiet:
         print(summary_line(cfg, result))
         if write:
@@ -292,13 +293,12 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
     return result
 
 
-def result_row(cfg: RunConfig, r: RunResult, device: torch.device, data: CIFAR10,
+def result_row(cfg: RunConfig, r: RunResult, env: dict[str, Any], data: CIFAR10,
                info: DistInfo = DistInfo()) -> dict[str, Any]:
-    """The CSV row of a finished run: environment, outcome, the variant axes, and the full config."""
+    """The CSV row of a finished run: environment (taken when it started), outcome, variant axes, full config."""
     t = cfg.train
-    env = environment(device)
-    if info.enabled and device.type == "cuda":
-        env["device_count"] = info.world  # one GPU per rank
+    if info.enabled and env["device_type"] == "cuda":
+        env = {**env, "device_count": info.world}  # one GPU per rank
     return {
         "run_id": r.run_id, "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **env, "world_size": info.world,
