@@ -10,6 +10,9 @@ import sys
 
 import torch
 
+from pipeline.cifar10 import DataError
+from pipeline.dali import DaliUnavailable
+
 from .config import ConfigError, build_config, resolve_key
 
 
@@ -134,4 +137,7 @@ def _main(argv: list[str] | None = None) -> int:
         return 0
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except (DataError, DaliUnavailable) as e:  # missing/corrupt data or an optional package: say what to do
+        print(f"data error: {e}", file=sys.stderr)
         return 2

@@ -66,3 +66,13 @@ def test_cli_rejects_bad_input_before_running(capsys):
     assert main(["run", "--profile=full", "positional"]) == 2
     with pytest.raises(ConfigError, match="ambiguous|unknown"):
         parse_overrides(["--bogus=1"])
+
+
+def test_cli_names_missing_data_without_a_traceback(tmp_path, capsys):
+    missing = tmp_path / "no-such-folder"
+    rc = main(["run", "--profile=smoke", f"--data_dir={missing}", f"--results_dir={tmp_path / 'results'}"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("data error:") and str(missing) in err and "does not exist" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "results" / "runs.csv").exists()
