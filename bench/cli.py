@@ -39,6 +39,12 @@ def auto_profile(profile: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except (DataError, DaliUnavailable) as e:  # missing/corrupt data or an optional package: say what to do
+        print(f"data error: {e}", file=sys.stderr)
+        return 2
     finally:
         from .distributed import shutdown
         shutdown()  # leave a torchrun process group cleanly
@@ -105,39 +111,32 @@ def _main(argv: list[str] | None = None) -> int:
             return kernel_bench(args.results_dir, args.dtypes, args.layouts)
         from .leaderboard import main as leaderboard
         return leaderboard(args.results_dir)
-    try:
-        overrides = parse_overrides(extra)
-        profile = auto_profile(args.profile)
-        device_type = "cuda" if torch.cuda.is_available() else "cpu"
-        if getattr(args, "lr_from_finder", False):
-            from .lr_find import finder_overrides, run_finder
-            base = build_config(args.preset, getattr(args, "variant", None) or "fast", "full", overrides, device_type)
-            overrides = {**overrides, **finder_overrides(run_finder(base))}
-        if args.command == "race":
-            if args.runs < 1:
-                raise ConfigError(f"--runs={args.runs} must be >= 1")
-            variants = [v for v in args.variants.split(",") if v]
-            for v in variants:  # validate every variant before anything runs
-                build_config(args.preset, v, profile, overrides, device_type)
-            from .race import race
-            race(args.preset, variants, profile, args.runs, overrides)
-            return 0
-        cfg = build_config(args.preset, args.variant, profile, overrides, device_type)
-        if args.command == "show-config":
-            print(cfg.to_json())
-            return 0
-        if args.command == "lr-find":
-            from .lr_find import run_finder
-            if args.num_iter < 2 or not 0 < args.start_lr < args.end_lr:
-                raise ConfigError("lr-find needs --num-iter >= 2 and 0 < --start-lr < --end-lr")
-            run_finder(cfg, args.start_lr, args.end_lr, args.num_iter, args.mode)
-            return 0
-        from .train import train
-        train(cfg)
+    overrides = parse_overrides(extra)
+    profile = auto_profile(args.profile)
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    if getattr(args, "lr_from_finder", False):
+        from .lr_find import finder_overrides, run_finder
+        base = build_config(args.preset, getattr(args, "variant", None) or "fast", "full", overrides, device_type)
+        overrides = {**overrides, **finder_overrides(run_finder(base))}
+    if args.command == "race":
+        if args.runs < 1:
+            raise ConfigError(f"--runs={args.runs} must be >= 1")
+        variants = [v for v in args.variants.split(",") if v]
+        for v in variants:  # validate every variant before anything runs
+            build_config(args.preset, v, profile, overrides, device_type)
+        from .race import race
+        race(args.preset, variants, profile, args.runs, overrides)
         return 0
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-    except (DataError, DaliUnavailable) as e:  # missing/corrupt data or an optional package: say what to do
-        print(f"data error: {e}", file=sys.stderr)
-        return 2
+    cfg = build_config(args.preset, args.variant, profile, overrides, device_type)
+    if args.command == "show-config":
+        print(cfg.to_json())
+        return 0
+    if args.command == "lr-find":
+        from .lr_find import run_finder
+        if args.num_iter < 2 or not 0 < args.start_lr < args.end_lr:
+            raise ConfigError("lr-find needs --num-iter >= 2 and 0 < --start-lr < --end-lr")
+        run_finder(cfg, args.start_lr, args.end_lr, args.num_iter, args.mode)
+        return 0
+    from .train import train
+    train(cfg)
+    return 0

@@ -32,14 +32,22 @@ def confusion(labels: np.ndarray, preds: np.ndarray, k: int = 10) -> np.ndarray:
     return np.bincount(labels * k + preds, minlength=k * k).reshape(k, k)
 
 
-def plot_curves(epochs: pd.DataFrame, path: Path, title: str) -> None:
+def curve_labels(cfg: RunConfig) -> tuple[str, str]:
+    """Legend names that say what each curve measures: the training loss is the optimised one (label
+    smoothing included); the test curve is the evaluated model (the EMA weights, with TTA)."""
+    train = "train" + (f" (label smoothing {cfg.optim.label_smoothing:g})" if cfg.optim.label_smoothing else "")
+    how = [f"EMA {cfg.optim.ema_decay:g}"] * bool(cfg.optim.ema_decay) + [f"{cfg.train.tta} TTA"] * (cfg.train.tta != "none")
+    return train, "test" + (f" ({', '.join(how)})" if how else "")
+
+
+def plot_curves(epochs: pd.DataFrame, path: Path, title: str, labels: tuple[str, str] = ("train", "test")) -> None:
     plt = _plt()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    ax1.plot(epochs["epoch"], epochs["train_loss"], marker="o", label="train")
-    ax1.plot(epochs["epoch"], epochs["test_loss"], marker="o", label="test")
+    ax1.plot(epochs["epoch"], epochs["train_loss"], marker="o", label=labels[0])
+    ax1.plot(epochs["epoch"], epochs["test_loss"], marker="o", label=labels[1])
     ax1.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
-    ax2.plot(epochs["epoch"], 100 * epochs["train_acc"], marker="o", label="train")
-    ax2.plot(epochs["epoch"], 100 * epochs["test_acc"], marker="o", label="test")
+    ax2.plot(epochs["epoch"], 100 * epochs["train_acc"], marker="o", label=labels[0])
+    ax2.plot(epochs["epoch"], 100 * epochs["test_acc"], marker="o", label=labels[1])
     ax2.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
@@ -123,7 +131,7 @@ def write_report(run_dir: Path, cfg: RunConfig, data: CIFAR10, preds: np.ndarray
     images = data.test_images.cpu()[:len(preds)]
     epochs = pd.read_csv(run_dir / "epochs.csv")
     title = f"{cfg.preset} / {cfg.variant} / {cfg.profile} (seed {cfg.train.seed})"
-    plot_curves(epochs, run_dir / "curves.png", title)
+    plot_curves(epochs, run_dir / "curves.png", title, curve_labels(cfg))
     cm = confusion(labels, preds)
     write_csv(run_dir / "confusion.csv", ["true"] + list(CLASSES),
               [{"true": CLASSES[i], **{CLASSES[j]: int(cm[i, j]) for j in range(10)}} for i in range(10)])

@@ -47,3 +47,11 @@ def test_unknown_run_is_a_clear_error(tmp_path):
     (tmp_path / "runs.csv").write_text("run_id,config_json\n")
     with pytest.raises(SystemExit, match="not in"):
         report_for_run("nope", str(tmp_path))
+
+
+def test_curve_legends_say_what_each_curve_measures():
+    from bench.report import curve_labels
+    assert curve_labels(build_config("seed")) == ("train", "test")
+    train, test = curve_labels(build_config("fast"))
+    assert train == "train (label smoothing 0.2)"  # the optimised loss, not comparable with the test loss
+    assert test == "test (EMA 0.99, flip TTA)"
