@@ -2,6 +2,7 @@
 # missing on first use; later calls reuse it. `make PYTHON=python3 ...` uses that interpreter as it is
 # and installs nothing (GPU boxes with a preinstalled torch and no network).
 PYTHON ?=
+PRESET ?= seed
 PROFILE ?= auto
 RUNS ?= 1
 VARIANTS ?= eager,fast
@@ -39,7 +40,7 @@ LAUNCH := $(PY) -m torch.distributed.run --standalone --nproc_per_node=$(GPUS) -
 endif
 
 bench: $(SETUP)
-	$(LAUNCH) race --profile=$(PROFILE) --runs=$(RUNS) --variants=$(VARIANTS) $(ARGS)
+	$(LAUNCH) race --preset=$(PRESET) --profile=$(PROFILE) --runs=$(RUNS) --variants=$(VARIANTS) $(ARGS)
 
 test: $(SETUP)
 	$(PY) -m pytest -q tests
@@ -48,7 +49,7 @@ leaderboard: $(SETUP)
 	$(PY) -m bench leaderboard
 
 lr-find: $(SETUP)
-	$(PY) -m bench lr-find --profile=full $(ARGS)
+	$(PY) -m bench lr-find --preset=$(PRESET) --profile=full $(ARGS)
 
 report: $(SETUP)
 	@test -n "$(RUN)" || { echo "usage: make report RUN=<run_id> (see results/runs.csv)"; exit 2; }
