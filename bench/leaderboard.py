@@ -86,16 +86,23 @@ def ranking(ok: pd.DataFrame) -> pd.DataFrame:
     reached = ok[ok["status"] == "reached"]
     keys = ["device", "preset", "profile", "variant"]
     if reached.empty:
-        return pd.DataFrame(columns=keys + ["runs", "best_s", "median_s", "median_epochs", "median_final_acc",
-                                            "speedup_vs_eager"])
+        return pd.DataFrame(columns=keys + ["runs", "best_s", "median_s", "median_epochs", "min_epochs",
+                                            "max_epochs", "median_final_acc", "speedup_vs_eager"])
     g = reached.groupby(keys)
     table = pd.DataFrame({"runs": g.size(), "best_s": g["time_to_target_s"].min(),
                           "median_s": g["time_to_target_s"].median(), "median_epochs": g["target_epoch"].median(),
+                          "min_epochs": g["target_epoch"].min(), "max_epochs": g["target_epoch"].max(),
                           "median_final_acc": g["final_test_acc"].median()}).reset_index()
     eager = table[table["variant"] == "eager"].set_index(["device", "preset", "profile"])["median_s"]
     table["speedup_vs_eager"] = [
         eager.get((r.device, r.preset, r.profile), float("nan")) / r.median_s for r in table.itertuples()]
     return table.sort_values(["device", "preset", "profile", "median_s"]).reset_index(drop=True)
+
+
+def epochs_cell(r) -> str:
+    """`7` for one run or equal epochs, `7 (7-8)` otherwise."""
+    spread = "" if r.min_epochs == r.max_epochs else f" ({r.min_epochs:g}-{r.max_epochs:g})"
+    return f"{r.median_epochs:g}{spread}"
 
 
 def render(ok: pd.DataFrame, refused: pd.DataFrame) -> str:
@@ -106,11 +113,12 @@ def render(ok: pd.DataFrame, refused: pd.DataFrame) -> str:
            "(evaluation and compilation excluded, reported in the CSV). Ranked per device.", ""]
     for device, sub in rank.groupby("device", sort=True):
         out += [f"## {device}", "", "| rank | preset | profile | variant | runs | best s | median s | "
-                "median epochs | median final acc % | speedup vs eager |", "|---|---|---|---|---|---|---|---|---|---|"]
+                "epochs to target: median (range) | median final acc % | speedup vs eager |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for i, r in enumerate(sub.itertuples(), 1):
             speed = "-" if math.isnan(r.speedup_vs_eager) else f"{r.speedup_vs_eager:.2f}x"
             out.append(f"| {i} | {r.preset} | {r.profile} | {r.variant} | {r.runs} | {r.best_s:.1f} | "
-                       f"{r.median_s:.1f} | {r.median_epochs:g} | {100 * r.median_final_acc:.2f} | {speed} |")
+                       f"{r.median_s:.1f} | {epochs_cell(r)} | {100 * r.median_final_acc:.2f} | {speed} |")
         out.append("")
     if rank.empty:
         out += ["No run has reached its target yet.", ""]

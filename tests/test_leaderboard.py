@@ -52,6 +52,7 @@ def test_ranks_per_device_with_speedup_and_refuses_contradictions(tmp_path):
     rank = leaderboard.ranking(ok).set_index(["device", "variant"])
     assert rank.loc[("GPU-A", "eager"), "runs"] == 2
     assert rank.loc[("GPU-A", "eager"), "median_s"] == 27.0  # median of 30 and 24
+    assert (rank.loc[("GPU-A", "eager"), "min_epochs"], rank.loc[("GPU-A", "eager"), "max_epochs"]) == (2, 3)
     assert rank.loc[("GPU-A", "fast"), "best_s"] == 4.0
     assert rank.loc[("GPU-A", "fast"), "speedup_vs_eager"] == 27.0 / 4.0
     assert pd.isna(rank.loc[("CPU-B", "fast"), "speedup_vs_eager"])  # no eager on that device: no speedup
@@ -61,6 +62,7 @@ def test_ranks_per_device_with_speedup_and_refuses_contradictions(tmp_path):
     assert text.index("## CPU-B") < text.index("## GPU-A")  # each device its own ranking
     assert "did not reach the target" in text and "| GPU-A | seed | full | fast | not_reached |" in text
     assert "bad-time" in text.split("Refused rows")[1]
+    assert "| 27.0 | 2.5 (2-3) |" in text and "| 4.0 | 2 |" in text  # epochs to target: median (range)
     pngs = list((tmp_path / "plots").glob("*.png"))
     assert len(pngs) == 2
     for png in pngs:
