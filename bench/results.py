@@ -91,14 +91,15 @@ def append_row(path: Path, row: dict[str, Any], columns: Iterable[str] = RUN_COL
         write_csv(path, columns, rows)
 
 
-def git_commit() -> str:
-    """Short commit of the working tree, '-dirty' when tracked files differ from it; 'unknown' outside git."""
-    root = Path(__file__).resolve().parent.parent
+def git_commit(root: Path | None = None) -> str:
+    """Short commit of the working tree, '-dirty' when tracked files outside results/ differ from it (rows and
+    reports that runs append do not change the code that ran); 'unknown' outside git."""
+    root = root or Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
                              text=True, check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
