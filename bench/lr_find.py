@@ -1,8 +1,8 @@
 """LR range test (Smith 2015): sweep the LR up over a number of steps, suggest where the loss falls fastest.
 
 The model, BatchNorm statistics and optimizer state are restored exactly afterwards. The suggestion is
-the LR at the steepest negative slope of the smoothed loss against log(LR), skipping the noisy start
-and end; the sweep stops early once the smoothed loss exceeds `diverge` times its best.
+the LR at the steepest negative slope of the smoothed loss against log(LR) before its minimum, skipping
+the noisy start and end; the sweep stops early once the smoothed loss exceeds `diverge` times its best.
 """
 from __future__ import annotations
 
@@ -40,10 +40,13 @@ def lr_schedule(start: float, end: float, num_iter: int, mode: str) -> np.ndarra
 
 
 def suggest(lrs: list[float], losses: list[float], skip_start: int, skip_end: int) -> float:
-    """LR at the steepest descent of the smoothed loss in log-LR, inside [skip_start, len - skip_end)."""
-    lo, hi = skip_start, len(losses) - skip_end
+    """LR at the steepest descent of the smoothed loss in log-LR, inside [skip_start, len - skip_end) and not
+    past the loss minimum: where the loss is bounded (label smoothing, scaled logits) it can fall again after
+    blowing up without reaching the divergence threshold, and that fall is not a usable LR."""
+    n_min = int(np.argmin(np.asarray(losses))) + 1 if losses else 0
+    lo, hi = skip_start, min(len(losses) - skip_end, n_min)
     if hi - lo < 3:
-        lo, hi = 0, len(losses)
+        lo, hi = 0, n_min
     if hi - lo < 3:
         return math.nan
     grad = np.gradient(np.asarray(losses[lo:hi]), np.log(np.asarray(lrs[lo:hi])))

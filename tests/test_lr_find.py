@@ -69,3 +69,19 @@ def test_state_is_restored_bit_for_bit():
     for k, v in opt.state_dict()["state"].items():
         assert all(torch.equal(opt_before[k][n], t) if torch.is_tensor(t) else opt_before[k][n] == t for n, t in v.items())
     assert [g["lr"] for g in opt.param_groups] == lrs_before
+
+
+def test_suggestion_ignores_a_fall_after_the_minimum():
+    """A bounded loss (label smoothing) can blow up and fall again without diverging: the later, steeper
+    fall is past the minimum and must not be suggested."""
+    lrs = list(10.0 ** torch.linspace(-3, 1, 81).numpy())
+    losses = []
+    for lr in lrs:
+        x = math.log10(lr)
+        if x <= -0.5:
+            losses.append(2.3 - 0.3 / (1 + math.exp(-3 * (x + 1.5))))  # gentle fall, steepest at 10^-1.5
+        else:
+            losses.append(2.3 + 0.5 * math.exp(-8 * (x - 0.2) ** 2) - 0.15 * (x + 0.5))  # bump, then a steep fall
+    assert min(range(81), key=losses.__getitem__) < 81 - 5  # the minimum is inside the sweep...
+    assert losses[-1] > min(losses)  # ...and the tail falls back towards it
+    assert suggest(lrs, losses, 5, 5) == pytest.approx(10 ** -1.5, rel=0.15)
