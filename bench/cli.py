@@ -99,13 +99,11 @@ def _main(argv: list[str] | None = None) -> int:
     if args.command == "choose-fast":
         from .choose import main as choose_fast
         if extra or args.steps < 1:
-            print("config error: choose-fast takes --steps>=1, --compile-modes and --results-dir only", file=sys.stderr)
-            return 2
+            raise ConfigError("choose-fast takes --steps>=1, --compile-modes and --results-dir only")
         return choose_fast(args.results_dir, args.steps, [m for m in args.compile_modes.split(",") if m] or None)
     if args.command in ("kernel-bench", "leaderboard"):
         if extra:
-            print(f"config error: {args.command} takes no overrides, got {' '.join(extra)}", file=sys.stderr)
-            return 2
+            raise ConfigError(f"{args.command} takes no overrides, got {' '.join(extra)}")
         if args.command == "kernel-bench":
             from .kernel_bench import main as kernel_bench
             return kernel_bench(args.results_dir, args.dtypes, args.layouts)

@@ -36,7 +36,11 @@ def curve_labels(cfg: RunConfig) -> tuple[str, str]:
     """Legend names that say what each curve measures: the training loss is the optimised one (label
     smoothing included); the test curve is the evaluated model (the EMA weights, with TTA)."""
     train = "train" + (f" (label smoothing {cfg.optim.label_smoothing:g})" if cfg.optim.label_smoothing else "")
-    how = [f"EMA {cfg.optim.ema_decay:g}"] * bool(cfg.optim.ema_decay) + [f"{cfg.train.tta} TTA"] * (cfg.train.tta != "none")
+    how = []
+    if cfg.optim.ema_decay:
+        how.append(f"EMA {cfg.optim.ema_decay:g}")
+    if cfg.train.tta != "none":
+        how.append(f"{cfg.train.tta} TTA")
     return train, "test" + (f" ({', '.join(how)})" if how else "")
 
 
