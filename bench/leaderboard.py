@@ -2,28 +2,60 @@
 
 Like a results checker, every row must agree with its own epoch log (the evidence) before it is ranked:
 the first epoch at or above the target is the recorded one, its cumulative training time is the recorded
-time to target, the totals add up. Runs that never reached the target are listed apart, never ranked.
-Rankings are per device: a device's name heads its own table.
+time to target, the totals add up. A row that cannot be read (a missing number, a line of the wrong width,
+a repeated run_id) is refused with its reason; the rest still ranks. Runs that never reached the target are
+listed apart, never ranked; run folders without a row (killed runs) are listed apart too.
+
+Runs are compared only with runs of the same event (device, recipe, profile, target, data sizes) and pooled
+only with runs of the same variant settings (pipeline, precision, layout, compile mode, norm kernel). A
+variant run with a setting overridden is shown with it (`fast+triton`).
 """
 from __future__ import annotations
 
+import csv
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 import pandas as pd
 
+from .config import LADDER, ConfigError, build_config
 from .results import atomic_write
 
 REL = 1e-3  # agreement tolerance for times read back from CSV (6 significant digits are written)
+EVENT = ["device", "preset", "profile", "target_acc", "train_images", "test_images"]  # runs raced against each other
+AXES = ["pipeline", "precision", "channels_last", "compile", "norm_kernel"]  # a variant's settings
+NUMERIC = ["epochs_run", "target_acc", "target_epoch", "time_to_target_s", "train_time_s", "eval_time_s",
+           "warmup_s", "data_wait_s", "final_test_acc", "best_test_acc", "images_per_s", "train_images", "test_images"]
+STANDARD = {"full": (50000, 10000), "smoke": (8000, 2000)}  # data sizes of each profile (plot names omit them)
+
+
+class NoRuns(Exception):
+    """Nothing to rank: runs.csv is missing or has no rows."""
+
+
+class Unreadable(ValueError):
+    """A cell the check needs is empty or not a number."""
 
 
 def _close(a: float, b: float) -> bool:
     return math.isclose(float(a), float(b), rel_tol=REL, abs_tol=1e-3)
 
 
-def _uses_tta(row: pd.Series) -> bool:
+def _num(row, name: str) -> float:
+    text = str(row.get(name) if row.get(name) is not None else "").strip()
+    try:
+        value = float(text)
+    except ValueError:
+        raise Unreadable(f"{name} is {repr(text) if text else 'empty'}, not a number") from None
+    if not math.isfinite(value):
+        raise Unreadable(f"{name} is {text}, not a finite number")
+    return value
+
+
+def _uses_tta(row) -> bool:
     """Test-time augmentation puts the deciding evaluation on the clock (bench/train.py)."""
     try:
         return json.loads(row["config_json"])["train"].get("tta", "none") != "none"
@@ -31,37 +63,54 @@ def _uses_tta(row: pd.Series) -> bool:
         return False
 
 
-def check_row(row: pd.Series, runs_dir: Path) -> str | None:
+def check_row(row, runs_dir: Path) -> str | None:
     """None when the row agrees with its epoch log, else the reason it is refused."""
+    try:
+        return _check(row, runs_dir)
+    except Unreadable as e:
+        return f"unreadable row: {e}"
+
+
+def _check(row, runs_dir: Path) -> str | None:
+    for name in ("run_id", "device", "preset", "profile", "variant", "status"):
+        if not str(row.get(name) or "").strip() or str(row.get(name)) == "nan":
+            raise Unreadable(f"{name} is empty")
+    status, epochs_run, target = row["status"], int(_num(row, "epochs_run")), _num(row, "target_acc")
     log = runs_dir / str(row["run_id"]) / "epochs.csv"
+    if status == "diverged" and epochs_run == 1 and (not log.is_file() or not log.read_text().strip()):
+        return None  # diverged inside epoch 1: no epoch finished, so no log line is owed
     if not log.is_file():
         return f"per-epoch log {log} is missing"
-    ep = pd.read_csv(log)
+    try:
+        ep = pd.read_csv(log)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        return f"per-epoch log is not readable CSV ({str(e).splitlines()[0]})"
     if ep.empty:
         return "per-epoch log is empty"
     if list(ep["epoch"]) != list(range(1, len(ep) + 1)):
         return "per-epoch log epochs are not 1..n"
-    status = row["status"]
     if status == "diverged":
-        return None if len(ep) == int(row["epochs_run"]) - 1 else "diverged run: epoch log length != epochs_run - 1"
-    if len(ep) != int(row["epochs_run"]):
-        return f"epochs_run {row['epochs_run']} but the log has {len(ep)} epochs"
-    if not _close(ep["epoch_time_s"].sum(), row["train_time_s"]):
-        return f"train_time_s {row['train_time_s']} != sum of epoch times {ep['epoch_time_s'].sum():.6g}"
-    if not _close(ep["train_time_s"].iloc[-1], row["train_time_s"]):
+        return None if len(ep) == epochs_run - 1 else "diverged run: epoch log length != epochs_run - 1"
+    train_s, best = _num(row, "train_time_s"), _num(row, "best_test_acc")
+    if len(ep) != epochs_run:
+        return f"epochs_run {epochs_run} but the log has {len(ep)} epochs"
+    if not _close(ep["epoch_time_s"].sum(), train_s):
+        return f"train_time_s {train_s:g} != sum of epoch times {ep['epoch_time_s'].sum():.6g}"
+    if not _close(ep["train_time_s"].iloc[-1], train_s):
         return "train_time_s disagrees with the log's cumulative training time"
-    if not math.isclose(ep["test_acc"].max(), float(row["best_test_acc"]), abs_tol=1e-5):
-        return f"best_test_acc {row['best_test_acc']} != the log's best {ep['test_acc'].max():.6g}"
-    hits = ep[ep["test_acc"] >= float(row["target_acc"])]
+    if not math.isclose(ep["test_acc"].max(), best, abs_tol=1e-5):
+        return f"best_test_acc {best:g} != the log's best {ep['test_acc'].max():.6g}"
+    hits = ep[ep["test_acc"] >= target]
     if status == "reached":
+        target_epoch, ttt = int(_num(row, "target_epoch")), _num(row, "time_to_target_s")
         if hits.empty:
             return "recorded as reached but no epoch in the log reaches the target"
         first = hits.iloc[0]
-        if int(first["epoch"]) != int(row["target_epoch"]):
-            return f"target_epoch {row['target_epoch']} but the log first reaches the target at epoch {int(first['epoch'])}"
+        if int(first["epoch"]) != target_epoch:
+            return f"target_epoch {target_epoch} but the log first reaches the target at epoch {int(first['epoch'])}"
         expected = first["train_time_s"] + (first["eval_time_s"] if _uses_tta(row) else 0.0)
-        if not _close(expected, row["time_to_target_s"]):
-            return (f"time_to_target_s {row['time_to_target_s']} != {expected:.6g}, the cumulative training time"
+        if not _close(expected, ttt):
+            return (f"time_to_target_s {ttt:g} != {expected:.6g}, the cumulative training time"
                     f"{' plus the deciding TTA evaluation' if _uses_tta(row) else ''} at epoch {int(first['epoch'])}")
         return None
     if status == "not_reached":
@@ -71,32 +120,117 @@ def check_row(row: pd.Series, runs_dir: Path) -> str | None:
     return f"unknown status {status!r}"
 
 
-def load(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(accepted rows, refused rows with a 'reason' column)."""
-    path = results_dir / "runs.csv"
+def read_rows(path: Path) -> tuple[list[dict], list[dict]]:
+    """(rows as strings with their line number, refusals {run_id, variant, reason}) of a runs.csv."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: run `make bench` first")
-    df = pd.read_csv(path)
-    df["reason"] = [check_row(r, results_dir / "runs") for _, r in df.iterrows()]
-    return df[df["reason"].isna()].drop(columns="reason"), df[df["reason"].notna()]
+        raise NoRuns(f"no runs to rank: {path} does not exist (`make bench` or `python -m bench run` writes it)")
+    rows, bad, first_line = [], [], {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        width = len(reader.fieldnames or [])
+        for rec in reader:
+            line, extra = reader.line_num, rec.pop(None, None)
+            rid = rec.get("run_id") or f"(line {line})"
+            if extra is not None or any(v is None for v in rec.values()):
+                n = width + len(extra or []) - sum(v is None for v in rec.values())
+                bad.append({"run_id": rid, "variant": rec.get("variant") or "",
+                            "reason": f"line {line} has {n} fields, the header has {width}"})
+            elif rid in first_line:
+                bad.append({"run_id": rid, "variant": rec.get("variant") or "",
+                            "reason": f"line {line} repeats the run_id of line {first_line[rid]} (counted once)"})
+            else:
+                first_line[rid] = line
+                rows.append({**rec, "line": line})
+    if not rows and not bad:
+        raise NoRuns(f"no runs to rank: {path} has no rows yet (`make bench` appends them)")
+    return rows, bad
+
+
+def load(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(accepted rows with a 'label' column, refused rows with a 'reason' column)."""
+    results_dir = Path(results_dir)
+    rows, refused = read_rows(results_dir / "runs.csv")
+    ok = []
+    for rec in rows:
+        reason = check_row(rec, results_dir / "runs")
+        if reason:
+            refused.append({"run_id": rec["run_id"], "variant": rec.get("variant", ""), "reason": reason})
+        else:
+            ok.append(rec)
+    df = pd.DataFrame(ok, columns=list(rows[0]) if rows else ["run_id"])
+    for name in NUMERIC + AXES + EVENT:
+        if name not in df:
+            df[name] = math.nan if name in NUMERIC else ""
+    for name in NUMERIC:
+        df[name] = pd.to_numeric(df[name], errors="coerce")
+    df["label"] = [variant_label(r) for r in df.to_dict("records")]
+    return df, pd.DataFrame(refused, columns=["run_id", "variant", "reason"])
+
+
+def _token(axis: str, value: str) -> str:
+    if axis == "channels_last":
+        return "channels-last" if value == "True" else "nchw"
+    if axis == "compile":
+        return f"compile={value}"
+    if axis == "norm_kernel":
+        return "triton" if value == "triton" else f"norm={value}"
+    return value  # a pipeline or a precision names itself
+
+
+_DEFINED: dict[tuple, dict | None] = {}
+
+
+def defined_settings(preset: str, variant: str, profile: str, device_type: str) -> dict[str, str] | None:
+    """The settings the variant gives the recipe on that device type today; None when either is unknown."""
+    key = (preset, variant, profile, device_type)
+    if key not in _DEFINED:
+        try:
+            cfg = build_config(preset, None if variant == "custom" else variant,
+                               profile if profile in STANDARD else "full", {}, device_type or "cpu")
+            _DEFINED[key] = {"pipeline": cfg.data.pipeline, "precision": cfg.train.precision,
+                             "channels_last": str(cfg.train.channels_last), "compile": cfg.train.compile,
+                             "norm_kernel": cfg.model.norm_kernel}
+        except ConfigError:
+            _DEFINED[key] = None
+    return _DEFINED[key]
+
+
+def variant_label(row: dict) -> str:
+    """The variant's name, plus each setting that differs from its definition (`fast+triton`)."""
+    name = str(row.get("variant") or "?")
+    actual = {a: str(row.get(a) if row.get(a) is not None else "") for a in AXES}
+    if any(v in ("", "nan") for v in actual.values()):
+        return name  # an older row without the settings columns
+    defined = defined_settings(str(row.get("preset")), name, str(row.get("profile")), str(row.get("device_type", "")))
+    if defined is None:
+        return f"{name}[{','.join(_token(a, actual[a]) for a in AXES)}]"
+    return name + "".join(f"+{_token(a, actual[a])}" for a in AXES if actual[a] != defined[a])
+
+
+def _groups(df: pd.DataFrame, keys: list[str]):
+    return df.groupby(keys, dropna=False, sort=True)
 
 
 def ranking(ok: pd.DataFrame) -> pd.DataFrame:
-    """One row per (device, preset, profile, variant) over the runs that reached the target."""
+    """One row per event and variant label over the runs that reached the target, ranked within each event."""
     reached = ok[ok["status"] == "reached"]
-    keys = ["device", "preset", "profile", "variant"]
+    keys = EVENT + ["label"]
+    cols = keys + ["rank", "runs", "best_s", "median_s", "median_epochs", "min_epochs", "max_epochs",
+                   "median_final_acc", "median_images_per_s", "speedup_vs_eager"]
     if reached.empty:
-        return pd.DataFrame(columns=keys + ["runs", "best_s", "median_s", "median_epochs", "min_epochs",
-                                            "max_epochs", "median_final_acc", "speedup_vs_eager"])
-    g = reached.groupby(keys)
+        return pd.DataFrame(columns=cols)
+    g = _groups(reached, keys)
     table = pd.DataFrame({"runs": g.size(), "best_s": g["time_to_target_s"].min(),
                           "median_s": g["time_to_target_s"].median(), "median_epochs": g["target_epoch"].median(),
                           "min_epochs": g["target_epoch"].min(), "max_epochs": g["target_epoch"].max(),
-                          "median_final_acc": g["final_test_acc"].median()}).reset_index()
-    eager = table[table["variant"] == "eager"].set_index(["device", "preset", "profile"])["median_s"]
-    table["speedup_vs_eager"] = [
-        eager.get((r.device, r.preset, r.profile), float("nan")) / r.median_s for r in table.itertuples()]
-    return table.sort_values(["device", "preset", "profile", "median_s"]).reset_index(drop=True)
+                          "median_final_acc": g["final_test_acc"].median(),
+                          "median_images_per_s": g["images_per_s"].median()}).reset_index()
+    eager = {tuple(r[k] for k in EVENT): r["median_s"] for r in table.to_dict("records") if r["label"] == "eager"}
+    table["speedup_vs_eager"] = [eager.get(tuple(r[k] for k in EVENT), math.nan) / r["median_s"]
+                                 for r in table.to_dict("records")]
+    table = table.sort_values(EVENT + ["median_s"], na_position="last").reset_index(drop=True)
+    table["rank"] = _groups(table, EVENT).cumcount() + 1
+    return table[cols]
 
 
 def epochs_cell(r) -> str:
@@ -105,66 +239,135 @@ def epochs_cell(r) -> str:
     return f"{r.median_epochs:g}{spread}"
 
 
-def render(ok: pd.DataFrame, refused: pd.DataFrame) -> str:
-    rank = ranking(ok)
+def _count(n) -> str:
+    return "?" if pd.isna(n) else f"{int(n):,}"
+
+
+def event_title(preset, profile, target, n_train, n_test) -> str:
+    return (f"{preset} recipe, {profile} profile, target {100 * target:g}%, "
+            f"{_count(n_train)} training / {_count(n_test)} test images")
+
+
+def ladder_table(event_rows: pd.DataFrame) -> list[str]:
+    """The ladder's rungs in order: img/s and time to target per rung, gains over the rung before and over eager."""
+    rungs = [r for r in LADDER if (event_rows["label"] == r).any()]
+    if len(rungs) < 2:
+        return []
+    out = ["Ladder (one change per rung; `python -m bench ladder`):", "",
+           "| rung | runs | reached | time to target s (median) | img/s (median) | img/s vs rung before | "
+           "time vs eager |", "|---|---|---|---|---|---|---|"]
+    prev = eager_t = None
+    for rung in rungs:
+        sub = event_rows[event_rows["label"] == rung]
+        ips = sub["images_per_s"].median()
+        times = sub.loc[sub["status"] == "reached", "time_to_target_s"]
+        t = times.median() if len(times) == len(sub) else math.nan  # a median only when every run reached
+        eager_t = t if rung == "eager" else eager_t
+        vs_prev = "-" if prev is None else f"{ips / prev:.2f}x"
+        known = eager_t is not None and not math.isnan(eager_t) and not math.isnan(t)
+        vs_eager = f"{eager_t / t:.2f}x" if known and rung != "eager" else "-"
+        out.append(f"| {rung} | {len(sub)} | {len(times)}/{len(sub)} | {'-' if math.isnan(t) else f'{t:.1f}'} | "
+                   f"{ips:,.0f} | {vs_prev} | {vs_eager} |")
+        prev = ips
+    return out + [""]
+
+
+def orphans(results_dir: Path, run_ids: set[str]) -> list[tuple[str, str]]:
+    """(run_id, what its folder holds) for each runs/<id>/ without a row: runs killed before their row."""
+    runs = Path(results_dir) / "runs"
+    out = []
+    for d in sorted(p for p in runs.iterdir() if p.is_dir() and p.name not in run_ids) if runs.is_dir() else []:
+        try:
+            ep = pd.read_csv(d / "epochs.csv")
+            what = f"{len(ep)} epochs logged, best test acc {100 * ep['test_acc'].max():.2f}%"
+        except (OSError, ValueError, KeyError, pd.errors.EmptyDataError):
+            what = "no readable epoch log"
+        out.append((d.name, what))
+    return out
+
+
+def render(ok: pd.DataFrame, refused: pd.DataFrame, orphan_dirs: list[tuple[str, str]] = ()) -> str:
+    any_ranked = False
     out = ["# Leaderboard: time to target test accuracy on CIFAR-10 (CustomResNet)", "",
            "Generated by `make leaderboard` from results/runs.csv; every ranked row was checked against its "
            "per-epoch log. Times are training seconds to the end of the first epoch at or above the target "
            "(compilation and evaluation excluded and reported in the CSV, except that a recipe with test-time "
-           "augmentation adds its deciding evaluation). Ranked per device; the epochs column compares recipes.",
-           ""]
-    for device, sub in rank.groupby("device", sort=True):
-        out += [f"## {device}", "", "| rank | preset | profile | variant | runs | best s | median s | "
-                "epochs to target: median (range) | median final acc % | speedup vs eager |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
-        for i, r in enumerate(sub.itertuples(), 1):
-            speed = "-" if math.isnan(r.speedup_vs_eager) else f"{r.speedup_vs_eager:.2f}x"
-            out.append(f"| {i} | {r.preset} | {r.profile} | {r.variant} | {r.runs} | {r.best_s:.1f} | "
-                       f"{r.median_s:.1f} | {epochs_cell(r)} | {100 * r.median_final_acc:.2f} | {speed} |")
-        out.append("")
-    if rank.empty:
+           "augmentation adds its deciding evaluation). Ranked per device and event (recipe, profile, target, "
+           "data sizes); a variant with an overridden setting is listed as `variant+setting`.", ""]
+    for device, dev_rows in _groups(ok, ["device"]):
+        out += [f"## {device[0]}", ""]
+        for event, rows in _groups(dev_rows, EVENT[1:]):
+            ranked, ladder = ranking(rows), ladder_table(rows)
+            any_ranked |= not ranked.empty
+            if ranked.empty and not ladder:
+                continue
+            out += [f"### {event_title(*event)}", ""]
+            if not ranked.empty:
+                out += ["| rank | variant | runs | best s | median s | epochs to target: median (range) | img/s | "
+                        "median final acc % | speedup vs eager |", "|---|---|---|---|---|---|---|---|---|"]
+                for r in ranked.itertuples():
+                    speed = "-" if math.isnan(r.speedup_vs_eager) else f"{r.speedup_vs_eager:.2f}x"
+                    out.append(f"| {r.rank} | {r.label} | {r.runs} | {r.best_s:.1f} | {r.median_s:.1f} | "
+                               f"{epochs_cell(r)} | {r.median_images_per_s:,.0f} | {100 * r.median_final_acc:.2f} | "
+                               f"{speed} |")
+                out.append("")
+            out += ladder
+    if not any_ranked:
         out += ["No run has reached its target yet.", ""]
     apart = ok[ok["status"] != "reached"]
     if not apart.empty:
         out += ["## Runs that did not reach the target (not ranked)", "",
                 "| device | preset | profile | variant | status | epochs | best acc % | target % | train s | img/s |",
                 "|---|---|---|---|---|---|---|---|---|---|"]
-        for r in apart.sort_values(["device", "preset", "profile", "variant"]).itertuples():
-            out.append(f"| {r.device} | {r.preset} | {r.profile} | {r.variant} | {r.status} | {r.epochs_run} | "
-                       f"{100 * r.best_test_acc:.2f} | {100 * r.target_acc:.1f} | {r.train_time_s:.1f} | "
+        for r in apart.sort_values(["device", "preset", "profile", "label"]).itertuples():
+            out.append(f"| {r.device} | {r.preset} | {r.profile} | {r.label} | {r.status} | {r.epochs_run:g} | "
+                       f"{100 * r.best_test_acc:.2f} | {100 * r.target_acc:g} | {r.train_time_s:.1f} | "
                        f"{r.images_per_s:,.0f} |")
         out.append("")
     if not refused.empty:
-        out += ["## Refused rows (disagree with their evidence)", "", "| run_id | variant | reason |", "|---|---|---|"]
-        for r in refused.itertuples():
-            out.append(f"| {r.run_id} | {r.variant} | {r.reason} |")
-        out.append("")
+        out += ["## Refused rows (unreadable, repeated, or disagreeing with their evidence)", "",
+                "| run_id | variant | reason |", "|---|---|---|"]
+        out += [f"| {r.run_id} | {r.variant} | {r.reason} |" for r in refused.itertuples()] + [""]
+    if orphan_dirs:
+        out += ["## Run folders without a row (runs killed or stopped before their row; not ranked)", "",
+                "| run folder | evidence |", "|---|---|"]
+        out += [f"| runs/{rid}/ | {what} |" for rid, what in orphan_dirs] + [""]
     return "\n".join(out)
 
 
+def plot_name(device, preset, profile, target, n_train, n_test) -> str:
+    """`<device>-<preset>-<profile>`, plus the target and sizes when they are not the profile's standard ones."""
+    name = f"{device}-{preset}-{profile}"
+    if not (target == 0.9 and STANDARD.get(profile) == (n_train, n_test)):
+        name += f"-target{100 * target:g}-{_count(n_train)}x{_count(n_test)}"
+    return re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-").lower()
+
+
 def plot(ok: pd.DataFrame, results_dir: Path) -> list[Path]:
-    """Test accuracy against training time, one figure per (device, preset, profile), one line per run."""
+    """Test accuracy against training time, one figure per device and event, one line per run, legend by label."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir = results_dir / "plots"
+    out_dir = Path(results_dir) / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for (device, preset, profile), sub in ok.groupby(["device", "preset", "profile"]):
+    for event, sub in _groups(ok, EVENT):
         fig, ax = plt.subplots(figsize=(8, 5))
-        colors = {}
+        colors: dict[str, str] = {}
         for r in sub.itertuples():
-            ep = pd.read_csv(results_dir / "runs" / r.run_id / "epochs.csv")
-            color = colors.setdefault(r.variant, f"C{len(colors)}")
+            log = Path(results_dir) / "runs" / r.run_id / "epochs.csv"
+            if not log.is_file():
+                continue  # diverged inside epoch 1: nothing to draw
+            ep = pd.read_csv(log)
+            color = colors.setdefault(r.label, f"C{len(colors) % 10}")
             ax.plot(ep["train_time_s"], 100 * ep["test_acc"], marker="o", ms=3, color=color,
-                    label=r.variant if r.variant not in ax.get_legend_handles_labels()[1] else None)
-        ax.axhline(100 * sub["target_acc"].iloc[0], color="grey", ls="--", lw=1, label="target")
-        ax.set(xlabel="training time (s)", ylabel="test accuracy (%)", title=f"{preset} / {profile}\n{device}")
+                    label=r.label if r.label not in ax.get_legend_handles_labels()[1] else None)
+        ax.axhline(100 * event[3], color="grey", ls="--", lw=1, label="target")
+        ax.set(xlabel="training time (s)", ylabel="test accuracy (%)", title=f"{event_title(*event[1:])}\n{event[0]}")
         ax.grid(alpha=0.3)
         ax.legend()
-        slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{device}-{preset}-{profile}").strip("-").lower()
-        path = out_dir / f"{slug}.png"
+        path = out_dir / f"{plot_name(*event)}.png"
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)
@@ -174,8 +377,14 @@ def plot(ok: pd.DataFrame, results_dir: Path) -> list[Path]:
 
 def main(results_dir: str = "results") -> int:
     root = Path(results_dir)
-    ok, refused = load(root)
-    text = render(ok, refused)
+    try:
+        ok, refused = load(root)
+    except NoRuns as e:
+        found = orphans(root, set())
+        print(f"leaderboard: {e}" + (f"; {len(found)} run folders under {root}/runs have no row" if found else ""),
+              file=sys.stderr)
+        return 2
+    text = render(ok, refused, orphans(root, set(ok["run_id"]) | set(refused["run_id"])))
     atomic_write(root / "leaderboard.md", text + "\n")
     print(text)
     for p in plot(ok, root):

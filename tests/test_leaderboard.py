@@ -6,28 +6,38 @@ import pandas as pd
 
 from bench import leaderboard
 from bench.race import race_table
-from bench.results import EPOCH_COLUMNS, RUN_COLUMNS, append_row, write_csv
+from bench.results import EPOCH_COLUMNS, RUN_COLUMNS, write_csv
 from bench.train import RunResult
 
 TARGET = 0.9
+ROWS: dict = {}  # rows written so far per results folder
 
 
-def add_run(root, run_id, device, variant, accs, epoch_s, tamper=None, write_log=True):
+SETTINGS = {"eager": {"pipeline": "dataloader", "precision": "fp32", "channels_last": False, "compile": "off",
+                      "norm_kernel": "eager"},
+            "fast": {"pipeline": "device", "precision": "bf16", "channels_last": True, "compile": "default",
+                     "norm_kernel": "eager"}}  # what each variant gives on CUDA
+
+
+def add_run(root, run_id, device, variant, accs, epoch_s, tamper=None, write_log=True, preset="seed", target=TARGET):
     """A run with a consistent epoch log; `tamper` edits the row afterwards to contradict it."""
     cum, epochs = 0.0, []
     for i, acc in enumerate(accs, 1):
         cum += epoch_s
         epochs.append({"epoch": i, "lr": 1e-3, "train_loss": 1.0, "train_acc": 0.5, "test_loss": 1.0,
                        "test_acc": acc, "epoch_time_s": epoch_s, "train_time_s": cum, "eval_time_s": 1.0})
-    hit = next((e for e in epochs if e["test_acc"] >= TARGET), None)
-    row = {"run_id": run_id, "device": device, "preset": "seed", "profile": "full", "variant": variant,
-           "status": "reached" if hit else "not_reached", "epochs_run": len(accs), "target_acc": TARGET,
+    hit = next((e for e in epochs if e["test_acc"] >= target), None)
+    row = {"run_id": run_id, "device": device, "device_type": "cuda", "preset": preset, "profile": "full",
+           "variant": variant, "train_images": 50000, "test_images": 10000, **SETTINGS.get(variant, SETTINGS["fast"]),
+           "status": "reached" if hit else "not_reached", "epochs_run": len(accs), "target_acc": target,
            "target_epoch": hit["epoch"] if hit else None, "time_to_target_s": hit["train_time_s"] if hit else None,
            "train_time_s": cum, "final_test_acc": accs[-1], "best_test_acc": max(accs), "images_per_s": 1000.0}
     row.update(tamper or {})
     if write_log:
         write_csv(root / "runs" / run_id / "epochs.csv", EPOCH_COLUMNS, epochs)
-    append_row(root / "runs.csv", row, RUN_COLUMNS)
+    rows = ROWS.setdefault(root, [])
+    rows.append(row)
+    write_csv(root / "runs.csv", RUN_COLUMNS, rows)
 
 
 def test_ranks_per_device_with_speedup_and_refuses_contradictions(tmp_path):
@@ -49,7 +59,7 @@ def test_ranks_per_device_with_speedup_and_refuses_contradictions(tmp_path):
     assert "time_to_target_s" in reasons["bad-time"] and "missing" in reasons["no-log"]
     assert "epoch 2 reaches the target" in reasons["lie"]
 
-    rank = leaderboard.ranking(ok).set_index(["device", "variant"])
+    rank = leaderboard.ranking(ok).set_index(["device", "label"])
     assert rank.loc[("GPU-A", "eager"), "runs"] == 2
     assert rank.loc[("GPU-A", "eager"), "median_s"] == 27.0  # median of 30 and 24
     assert (rank.loc[("GPU-A", "eager"), "min_epochs"], rank.loc[("GPU-A", "eager"), "max_epochs"]) == (2, 3)
@@ -87,3 +97,76 @@ def test_race_table_speedup_by_target_time_or_per_epoch():
     smoke = race_table({"eager": [result("not_reached", None, 0.3, 40.0, 2)],
                         "fast": [result("not_reached", None, 0.3, 10.0, 2)]}, TARGET, "CPU")
     assert "4.00x (per epoch)" in smoke
+
+
+def test_groups_by_what_ran_and_labels_overridden_settings(tmp_path, monkeypatch):
+    add_run(tmp_path, "f1", "GPU-A", "fast", [0.6, 0.91], 1.0)
+    add_run(tmp_path, "t1", "GPU-A", "fast", [0.6, 0.91], 2.0, tamper={"norm_kernel": "triton"})
+    add_run(tmp_path, "small", "GPU-A", "fast", [0.06], 0.1, target=0.05, tamper={"train_images": 128})
+    ok, refused = leaderboard.load(tmp_path)
+    assert refused.empty
+    rank = leaderboard.ranking(ok)
+    assert sorted(rank["label"]) == ["fast", "fast", "fast+triton"]
+    main = rank[rank["target_acc"] == TARGET].set_index("label")
+    assert main.loc["fast", "median_s"] == 2.0 and main.loc["fast+triton", "median_s"] == 4.0  # not pooled
+    assert list(main["rank"]) == [1, 2]
+    small = rank[rank["target_acc"] == 0.05]
+    assert len(small) == 1 and small["rank"].iloc[0] == 1 and small["runs"].iloc[0] == 1  # its own event
+
+    legends = []
+    monkeypatch.setattr("matplotlib.figure.Figure.savefig",
+                        lambda fig, *a, **k: legends.append(fig.axes[0].get_legend_handles_labels()[1]))
+    leaderboard.plot(ok, tmp_path)
+    assert sorted(map(sorted, legends)) == [["fast", "fast+triton", "target"], ["fast", "target"]]
+    text = leaderboard.render(ok, refused)
+    assert "| 2 | fast+triton | 1 |" in text and "target 5%, 128 training" in text
+
+
+def test_duplicates_count_once_and_unreadable_rows_are_refused_while_the_rest_ranks(tmp_path):
+    add_run(tmp_path, "e1", "GPU-A", "eager", [0.5, 0.91], 10.0)
+    add_run(tmp_path, "f1", "GPU-A", "fast", [0.6, 0.91], 1.0)
+    add_run(tmp_path, "f1", "GPU-A", "fast", [0.6, 0.91], 1.0)  # the same row appended twice
+    add_run(tmp_path, "empty", "GPU-A", "fast", [0.6, 0.91], 1.0, tamper={"epochs_run": None})
+    with open(tmp_path / "runs.csv", "a") as f:
+        f.write("wide,x,x" + "," * (len(RUN_COLUMNS) - 1) + "\n")  # more fields than the header
+    ok, refused = leaderboard.load(tmp_path)
+    reasons = dict(zip(refused["run_id"], refused["reason"]))
+    assert reasons["empty"] == "unreadable row: epochs_run is empty, not a number"
+    assert "repeats the run_id of line 3" in reasons["f1"]
+    assert reasons["wide"] == f"line 6 has {len(RUN_COLUMNS) + 2} fields, the header has {len(RUN_COLUMNS)}"
+    rank = leaderboard.ranking(ok).set_index("label")
+    assert rank.loc["fast", "runs"] == 1 and rank.loc["fast", "speedup_vs_eager"] == 10.0
+
+
+def test_no_runs_csv_or_an_empty_one_is_one_line_and_exit_2(tmp_path, capsys):
+    (tmp_path / "runs" / "20261128-000000-abcdef").mkdir(parents=True)
+    assert leaderboard.main(str(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err and "1 run folders" in err
+    (tmp_path / "runs.csv").write_text(",".join(RUN_COLUMNS) + "\n")
+    assert leaderboard.main(str(tmp_path)) == 2
+    assert "has no rows yet" in capsys.readouterr().err and not (tmp_path / "leaderboard.md").exists()
+
+
+def test_run_folders_without_a_row_are_listed_apart(tmp_path):
+    add_run(tmp_path, "f1", "GPU-A", "fast", [0.6, 0.91], 1.0)
+    write_csv(tmp_path / "runs" / "killed" / "epochs.csv", EPOCH_COLUMNS,
+              [{"epoch": 1, "lr": 0.1, "train_loss": 1, "train_acc": 0.5, "test_loss": 1, "test_acc": 0.42,
+                "epoch_time_s": 1, "train_time_s": 1, "eval_time_s": 0.1}])
+    (tmp_path / "runs" / "empty-folder").mkdir()
+    assert leaderboard.main(str(tmp_path)) == 0
+    apart = (tmp_path / "leaderboard.md").read_text().split("Run folders without a row")[1]
+    assert "| runs/killed/ | 1 epochs logged, best test acc 42.00% |" in apart
+    assert "| runs/empty-folder/ | no readable epoch log |" in apart and "runs/f1/" not in apart
+
+
+def test_ladder_shows_img_per_s_and_time_to_target_per_rung(tmp_path):
+    for rung, epoch_s in [("eager", 8.0), ("device", 4.0), ("bf16", 2.0), ("channels-last", 1.0)]:
+        add_run(tmp_path, rung, "GPU-A", rung, [0.5, 0.91], epoch_s,
+                tamper={**leaderboard.defined_settings("seed", rung, "full", "cuda"),
+                        "images_per_s": 1000.0 / epoch_s})
+    ok, _ = leaderboard.load(tmp_path)
+    lines = leaderboard.ladder_table(ok)
+    rows = [l for l in lines if l.startswith("| ") and not l.startswith("| rung")]
+    assert [r.split(" | ")[0] for r in rows] == ["| eager", "| device", "| bf16", "| channels-last"]  # ladder order
+    assert rows[2] == "| bf16 | 1 | 1/1 | 4.0 | 500 | 2.00x | 4.00x |"
