@@ -13,9 +13,9 @@ from typing import Any, Iterable
 
 import torch
 
+ENV_COLUMNS = ("git_commit", "device", "device_type", "device_count", "torch_version", "triton_version")  # environment()
 RUN_COLUMNS = (
-    "run_id", "timestamp", "git_commit", "device", "device_type", "device_count", "world_size",
-    "torch_version", "triton_version", "preset", "variant", "profile", "seed", "status", "epochs_run",
+    "run_id", "timestamp", *ENV_COLUMNS, "world_size", "preset", "variant", "profile", "seed", "status", "epochs_run",
     "target_acc", "target_epoch", "time_to_target_s", "train_time_s", "eval_time_s", "warmup_s",
     "wall_time_s", "data_wait_s", "final_test_acc", "best_test_acc", "images_per_s",
     "diverged_epoch", "diverged_step", "pipeline", "precision", "channels_last", "compile",
@@ -93,8 +93,11 @@ def append_row(path: Path, row: dict[str, Any], columns: Iterable[str] = RUN_COL
 
 def git_commit(root: Path | None = None) -> str:
     """Short commit of the working tree, '-dirty' when tracked files outside results/ differ from it (rows and
-    reports that runs append do not change the code that ran); 'unknown' outside git."""
+    reports that runs append do not change the code that ran). Without .git (a copy of the tree, as GPU machines
+    get): $BENCH_GIT_COMMIT as given by whoever made the copy, else 'unknown' (commit_note says so)."""
     root = root or Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():  # else git would answer for whatever repository encloses the copy
+        return os.environ.get("BENCH_GIT_COMMIT", "").strip() or "unknown"
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
                              text=True, check=True, timeout=10).stdout.strip()
@@ -102,7 +105,14 @@ def git_commit(root: Path | None = None) -> str:
                                 ":(exclude)results"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return os.environ.get("BENCH_GIT_COMMIT", "").strip() or "unknown"
+
+
+def commit_note(commit: str) -> str:
+    """What a summary line adds when the code that ran cannot be named ('' when it can)."""
+    if commit != "unknown":
+        return ""
+    return "git commit unknown (no .git here): set BENCH_GIT_COMMIT=<the commit this copy came from>"
 
 
 def cpu_name() -> str:
