@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tarfile
@@ -20,6 +21,14 @@ TEST_FILES = ("test_batch.bin",)
 RECORD_BYTES = 1 + 3 * 32 * 32  # label byte + 1,024 red, 1,024 green, 1,024 blue
 RECORDS_PER_FILE = 10_000
 FILE_BYTES = RECORD_BYTES * RECORDS_PER_FILE  # 30,730,000
+META_FILE = "batches.meta.txt"  # class names; the seventh file of the official folder
+# MD5 of each file as extracted from the official archive (its sha256s are in shared/data/README.md)
+OFFICIAL_MD5 = {
+    "data_batch_1.bin": "5dd7e06a14cb22eb9f671a540d1b7c25", "data_batch_2.bin": "5ea93a67294ea407fff1d09f752e9692",
+    "data_batch_3.bin": "942cd6a4bcdd0dd3c604fbe906cb4421", "data_batch_4.bin": "ae636b3ba5c66a11e91e8cb52e771fcb",
+    "data_batch_5.bin": "53f37980c15c3d472c316c40844f3f0d", "test_batch.bin": "803d5f7f4d78ea53de84dbe85f74fb6d",
+    META_FILE: "40a0b180e208fe03a63ecc891b2555ad",
+}
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN = (0.4914, 0.4822, 0.4465)  # of train pixels / 255
 STD = (0.2470, 0.2435, 0.2616)
@@ -67,15 +76,91 @@ def verify_dir(path: Path) -> Path:
         if size != FILE_BYTES:
             raise DataError(f"{f} has {size:,} bytes, expected {FILE_BYTES:,} (10,000 records of 3,073 bytes): "
                             f"the file is truncated or not CIFAR-10; re-extract cifar-10-binary.tar.gz")
+        try:
+            open(f, "rb").close()
+        except OSError as e:
+            raise _unreadable(f, e) from None
     return path
+
+
+def _unreadable(path: Path, e: OSError) -> DataError:
+    return DataError(f"cannot read {path} ({e.strerror or e}): give this user read access to it "
+                     f"(chmod a+r) or pass another copy with --data.data_dir")
 
 
 def md5_of(path: Path) -> str:
     h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as e:
+        raise _unreadable(path, e) from None
     return h.hexdigest()
+
+
+def _md5_cache_path() -> Path:
+    return default_cache_dir() / "md5.json"
+
+
+def file_md5s(path: Path, names: tuple[str, ...] = tuple(OFFICIAL_MD5)) -> dict[str, str]:
+    """MD5 of each named file, hashed once per file state: cached by (absolute path, size, mtime) in the user's
+    cache folder, so a changed file is hashed again and an unchanged one costs a stat (180 MB is ~1 s of MD5)."""
+    cache_file = _md5_cache_path()
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    out, changed = {}, False
+    for name in names:
+        f = (path / name).resolve()
+        try:
+            st = f.stat()
+        except OSError as e:
+            raise DataError(f"{f} is missing ({e.strerror}); the folder must hold the official files "
+                            f"({', '.join(names)}): re-extract cifar-10-binary.tar.gz there") from None
+        state = [st.st_size, st.st_mtime_ns]
+        hit = cache.get(str(f))
+        if not (isinstance(hit, dict) and hit.get("state") == state):
+            hit, changed = {"state": state, "md5": md5_of(f)}, True
+            cache[str(f)] = hit
+        out[name] = hit["md5"]
+    if changed:
+        try:  # a cache is an optimisation: an unwritable one only costs the hashing next time
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cache, sort_keys=True))
+            os.replace(tmp, cache_file)
+        except OSError:
+            pass
+    return out
+
+
+def verify_md5(path: Path, expected: dict[str, str] | None = None) -> Path:
+    """Check the seven files of the folder against the official MD5s (pixel corruption keeps size and labels)."""
+    expected = OFFICIAL_MD5 if expected is None else expected
+    got = file_md5s(path, tuple(expected))
+    for name, md5 in expected.items():
+        if got[name] != md5:
+            raise DataError(f"{path / name} has MD5 {got[name]}, the official file has {md5}: it is corrupt or "
+                            f"not the official CIFAR-10; re-extract cifar-10-binary.tar.gz there")
+    return path
+
+
+def data_fingerprint(path: Path) -> str:
+    """A short id of the data a run read: the MD5 of the six data files' MD5s, in file order (cached hashing).
+
+    Official data gives official_fingerprint(); any other value means the run read other bytes."""
+    md5s = file_md5s(Path(path), TRAIN_FILES + TEST_FILES)
+    return _fingerprint([md5s[n] for n in TRAIN_FILES + TEST_FILES])
+
+
+def official_fingerprint() -> str:
+    return _fingerprint([OFFICIAL_MD5[n] for n in TRAIN_FILES + TEST_FILES])
+
+
+def _fingerprint(md5s: list[str]) -> str:
+    return "md5:" + hashlib.md5(" ".join(md5s).encode()).hexdigest()[:12]
 
 
 def download(cache_dir: Path | None = None, url: str = URL, md5: str = MD5) -> Path:
@@ -124,7 +209,10 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 
 def read_batch_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One official .bin file -> images uint8 (N, 3, 32, 32), labels int64 (N,)."""
-    raw = np.fromfile(path, dtype=np.uint8)
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        raise _unreadable(path, e) from None
     if raw.size != FILE_BYTES:
         raise DataError(f"{path} has {raw.size:,} bytes, expected {FILE_BYTES:,}; re-extract the archive")
     records = raw.reshape(RECORDS_PER_FILE, RECORD_BYTES)

@@ -1,5 +1,5 @@
 import hashlib
-import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.cifar10 import (FILE_BYTES, MEAN, RECORD_BYTES, STD, TEST_FILES, TRAIN_FILES, DataError, download,
-                              load_cifar10, resolve_data_dir)
+from pipeline import cifar10
+from pipeline.cifar10 import (FILE_BYTES, MEAN, RECORD_BYTES, STD, TEST_FILES, TRAIN_FILES, DataError, data_fingerprint,
+                              download, load_cifar10, official_fingerprint, resolve_data_dir, verify_md5)
 
 
 def fake_records(seed: int) -> bytes:
@@ -106,3 +107,78 @@ def test_real_data_properties(cifar):
     mean, std = px.mean((0, 2, 3)), px.std((0, 2, 3))
     torch.testing.assert_close(mean, torch.tensor(MEAN), atol=1e-4, rtol=0)
     torch.testing.assert_close(std, torch.tensor(STD), atol=1e-4, rtol=0)
+
+
+@pytest.fixture
+def md5_calls(tmp_path, monkeypatch):
+    """A private MD5 cache, and the files actually hashed."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    calls, real = [], cifar10.md5_of
+    monkeypatch.setattr(cifar10, "md5_of", lambda path: calls.append(Path(path).name) or real(path))
+    return calls
+
+
+def rewrite(path: Path, data: bytes) -> None:
+    """Same size, other bytes, and a later mtime (as any edit gives)."""
+    st = path.stat()
+    path.write_bytes(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+
+def test_md5s_are_checked_once_per_file_state(tmp_path, md5_calls):
+    d = tmp_path / "d"
+    d.mkdir()
+    for name in ("a.bin", "b.bin"):
+        (d / name).write_bytes(name.encode() * 100)
+    expected = {n: hashlib.md5(n.encode() * 100).hexdigest() for n in ("a.bin", "b.bin")}
+    assert verify_md5(d, expected) == d and sorted(md5_calls) == ["a.bin", "b.bin"]
+    assert verify_md5(d, expected) == d and len(md5_calls) == 2  # unchanged: no hashing
+    rewrite(d / "b.bin", b"x" * 500)  # one corrupt byte range, size unchanged: only the MD5 tells
+    with pytest.raises(DataError, match=r"b\.bin has MD5 .*, the official file has .*re-extract"):
+        verify_md5(d, expected)
+    assert md5_calls[2:] == ["b.bin"]
+
+
+def test_real_data_has_the_official_md5s_and_fingerprint(cifar_dir, md5_calls):
+    assert verify_md5(cifar_dir) == cifar_dir and len(md5_calls) == 7  # six data files and batches.meta.txt
+    assert data_fingerprint(cifar_dir) == official_fingerprint() and len(md5_calls) == 7
+
+
+def sparse_dir(root: Path) -> Path:
+    """The six files at their exact size, all zeros (label 0, black pixels), written in no time."""
+    root.mkdir()
+    for name in TRAIN_FILES + TEST_FILES:
+        with open(root / name, "wb") as f:
+            f.truncate(FILE_BYTES)
+    return root
+
+
+def test_fingerprint_follows_the_bytes(tmp_path, md5_calls):
+    d = sparse_dir(tmp_path / "d")
+    before = data_fingerprint(d)
+    assert before.startswith("md5:") and before != official_fingerprint()
+    raw = bytearray(FILE_BYTES)
+    raw[RECORD_BYTES + 1] = 7  # one pixel of one image
+    rewrite(d / "test_batch.bin", bytes(raw))
+    assert data_fingerprint(d) != before
+
+
+def test_unreadable_file_is_a_data_error(tmp_path, monkeypatch):
+    d = sparse_dir(tmp_path / "d")
+    real_open = open
+
+    def denied(path, *a, **k):  # root reads any file: simulate one this user may not read
+        if Path(path).name == "data_batch_2.bin":
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *a, **k)
+    monkeypatch.setattr(cifar10, "open", denied, raising=False)
+    with pytest.raises(DataError, match=r"cannot read .*data_batch_2\.bin \(Permission denied\).*chmod"):
+        load_cifar10(d)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files without read permission")
+def test_unreadable_file_by_permissions(tmp_path):
+    d = sparse_dir(tmp_path / "d")
+    (d / "data_batch_2.bin").chmod(0)
+    with pytest.raises(DataError, match=r"cannot read .*data_batch_2\.bin"):
+        load_cifar10(d)
