@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
@@ -122,8 +124,8 @@ class TrainConfig:
         _check(self.epochs >= 1, f"train.epochs={self.epochs} must be >= 1")
         _check(0 < self.target_acc <= 1.0, f"train.target_acc={self.target_acc} must be in (0, 1] (a fraction)")
         _check(self.warmup_steps >= 0, f"train.warmup_steps={self.warmup_steps} must be >= 0")
-        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
-               f"train.device={self.device!r} must be auto, cpu, cuda or cuda:N")
+        _check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
+               f"train.device={self.device!r} must be auto, cpu, cuda or cuda:N (N a device index)")
         _one_of("train.precision", self.precision, ("fp32", "bf16", "fp16"))
         _one_of("train.compile", self.compile, COMPILE_MODES)
         _one_of("train.tta", self.tta, ("none", "flip", "flip_translate"))
@@ -143,6 +145,12 @@ class RunConfig:
 
     def __post_init__(self):
         _one_of("profile", self.profile, ("full", "smoke"))
+        for section in fields(self):  # inf/nan pass every range check written as a comparison with inf
+            value = getattr(self, section.name)
+            for f in fields(value) if dataclasses.is_dataclass(value) else ():
+                x = getattr(value, f.name)
+                _check(not isinstance(x, float) or math.isfinite(x),
+                       f"{section.name}.{f.name}={x} must be a finite number")
         _check(not (self.train.sync_bn and self.model.norm_kernel == "triton"),
                "train.sync_bn=true needs model.norm_kernel=eager: the fused kernel computes per-rank statistics")
 
