@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import glob
+import importlib.metadata
 import io
 import os
 import platform
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -32,9 +35,27 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
+STALE_TMP_S = 60.0  # a temporary file this old was left by a killed writer (a live write takes milliseconds)
+
+
+def remove_stale_temporaries(path: Path, now: float | None = None) -> list[Path]:
+    """Delete `.<name>.*.tmp` beside `path` older than STALE_TMP_S: the litter of writes killed mid-way."""
+    now = time.time() if now is None else now
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > STALE_TMP_S:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:  # another writer removed or replaced it first
+            pass
+    return removed
+
+
 def atomic_write(path: Path, text: str) -> None:
     """Write to a temporary file in the same folder, fsync, rename: readers see old or new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, _file_mode())
@@ -70,7 +91,9 @@ def write_csv(path: Path, columns: Iterable[str], rows: Iterable[dict[str, Any]]
 def append_row(path: Path, row: dict[str, Any], columns: Iterable[str] = RUN_COLUMNS) -> None:
     """Append one row atomically; concurrent writers are serialised by a lock file so both rows land.
 
-    Columns the file lacks (an older schema) are added, with empty cells in the older rows.
+    The old text is kept as it is and the row added after it, so a malformed old line (check_csv names it)
+    never costs the new row. Columns the file lacks (an older schema) are added, with empty cells in the
+    older rows.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,15 +103,77 @@ def append_row(path: Path, row: dict[str, Any], columns: Iterable[str] = RUN_COL
         raise ValueError(f"row has columns the schema lacks: {sorted(unknown)}")
     with open(path.with_name(path.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        rows: list[dict[str, str]] = []
-        if path.exists() and path.stat().st_size:
-            with open(path, newline="") as f:
-                reader = csv.DictReader(f)
-                old = list(reader.fieldnames or [])
-                rows = list(reader)
-            columns = old + [c for c in columns if c not in old]
-        rows.append({k: _fmt(v) for k, v in row.items()})
-        write_csv(path, columns, rows)
+        old = ""
+        if path.exists():
+            with open(path, newline="") as f:  # newline="": line ends inside quoted cells stay as written
+                old = f.read()
+        if not old.strip():
+            write_csv(path, columns, [row])
+            return
+        header = next(csv.reader(io.StringIO(old)))
+        missing = [c for c in columns if c not in header]
+        if missing:
+            old = _widen(old, len(header), missing)
+            header += missing
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow([_fmt(row.get(c)) for c in header])
+        atomic_write(path, old + ("" if old.endswith("\n") else "\n") + buf.getvalue())
+
+
+def _widen(text: str, width: int, missing: list[str]) -> str:
+    """The CSV text with `missing` columns appended (empty cells); lines of another width are kept as they are."""
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    for i, rec in enumerate(csv.reader(io.StringIO(text))):
+        if i == 0:
+            rec = rec + missing
+        elif len(rec) == width:
+            rec = rec + [""] * len(missing)
+        if rec:
+            out.writerow(rec)
+    return buf.getvalue()
+
+
+class ResultsError(ValueError):
+    """The results folder or a CSV in it cannot take a row; the message names the path and the fix."""
+
+
+def check_results_dir(results_dir: str | Path) -> Path:
+    """Before any training: the folder exists (created here if not) and a file can be written in it and runs/."""
+    root = Path(results_dir)
+    for folder in (root, root / "runs"):
+        if folder.exists() and not folder.is_dir():
+            raise ResultsError(f"results folder {folder} is a file, not a folder: pass --results_dir=<a folder>")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.", suffix=".tmp")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise ResultsError(f"cannot write in results folder {folder} ({e.strerror or e}): make it writable "
+                               f"or pass --results_dir=<a writable folder>") from None
+    return root
+
+
+def check_csv(path: str | Path) -> None:
+    """Before any training: every line of a results CSV has one field per header column (names file and line)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise ResultsError(f"{path} is a folder where the results CSV should be: move it away")
+    try:
+        with open(path, newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            for rec in reader:
+                if rec and len(rec) != len(header):
+                    raise ResultsError(f"{path} line {reader.line_num}: {len(rec)} fields where the header has "
+                                       f"{len(header)}; fix or delete that line, then run again")
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise ResultsError(f"{path} is not readable CSV ({e}); fix or move the file, then run again") from None
+    except OSError as e:
+        raise ResultsError(f"cannot read {path} ({e.strerror or e}); fix its permissions or move it") from None
 
 
 def git_commit(root: Path | None = None) -> str:
@@ -134,11 +219,14 @@ def device_name(device: torch.device) -> str:
 
 
 def triton_version() -> str:
-    try:
-        import triton
-        return triton.__version__
-    except ImportError:
-        return ""
+    """From the package metadata, not `import triton`: Triton reads TRITON_INTERPRET once, at its first import,
+    and that must be the model's choice (interpreter on a CPU), not this stamp's."""
+    for dist in ("triton", "pytorch-triton"):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return ""
 
 
 def environment(device: torch.device) -> dict[str, Any]:

@@ -81,3 +81,52 @@ def test_git_commit_marks_code_changes_dirty_but_not_results(tmp_path):
     assert git_commit(tmp_path) == clean
     (tmp_path / "train.py").write_text("lr = 2\n")  # the code changed
     assert git_commit(tmp_path) == clean + "-dirty"
+
+
+def test_a_malformed_old_line_never_costs_the_new_row(tmp_path):
+    path = tmp_path / "runs.csv"
+    bad = "run_id,status\nr1,reached\nr2,reached,extra field\nr3,not_reached"  # no newline at the end either
+    path.write_text(bad)
+    append_row(path, {"run_id": "r4", "status": "reached"}, columns=["run_id", "status"])
+    assert path.read_text() == bad + "\nr4,reached\n"  # old text kept as it was, the row after it
+    append_row(path, {"run_id": "r5", "status": "x", "seed": 1}, columns=["run_id", "status", "seed"])
+    lines = path.read_text().splitlines()
+    assert lines == ["run_id,status,seed", "r1,reached,", "r2,reached,extra field", "r3,not_reached,",
+                     "r4,reached,", "r5,x,1"]  # a new column: well-formed rows widened, the bad one kept
+
+
+def test_check_csv_names_file_and_line(tmp_path):
+    path = tmp_path / "runs.csv"
+    results.check_csv(path)  # no file yet: nothing to check
+    path.write_text('run_id,config_json\nr1,"{""a"": 1}"\nr2,x,y\n')
+    with pytest.raises(results.ResultsError, match=r"runs\.csv line 3: 3 fields where the header has 2"):
+        results.check_csv(path)
+    path.write_text('run_id,config_json\nr1,"{""a"": 1}"\n\n')
+    results.check_csv(path)  # quoted commas and a blank line are fine
+
+
+def test_stale_temporaries_are_removed_on_the_next_write(tmp_path):
+    import os
+    import time
+    path = tmp_path / "runs.csv"
+    stale, fresh, other = (tmp_path / n for n in (".runs.csv.killed.tmp", ".runs.csv.live.tmp", ".epochs.csv.x.tmp"))
+    for p in (stale, fresh, other):
+        p.write_text("half a row")
+    old = time.time() - 2 * results.STALE_TMP_S
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    append_row(path, {"run_id": "r1"})
+    assert not stale.exists()  # litter of a killed write
+    assert fresh.exists() and other.exists()  # a concurrent writer's file, and another file's, are left alone
+
+
+def test_results_dir_checks(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(results.ResultsError, match="is a file"):
+        results.check_results_dir(tmp_path / "file")
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "runs").write_text("x")
+    with pytest.raises(results.ResultsError, match=r"res/runs is a file"):
+        results.check_results_dir(tmp_path / "res")
+    assert results.check_results_dir(tmp_path / "new" / "deep") == tmp_path / "new" / "deep"
+    assert (tmp_path / "new" / "deep" / "runs").is_dir() and not list((tmp_path / "new" / "deep" / "runs").iterdir())
