@@ -1,11 +1,13 @@
 """Command line: `python -m bench <command> [--preset=..] [--variant=..] [--profile=..] [--key=value ...]`.
 
 Any `--key=value` that is not an option of the command is a config override (`--train.epochs=5`, or a
-bare leaf name such as `--epochs=5` when it is unambiguous); an unknown key is an error.
+bare leaf name such as `--epochs=5` when it is unambiguous); an unknown key is an error. Options are not
+abbreviated (`--lr=1` is an unknown key, not `--lr-from-finder`), and each is spelled with dashes or underscores.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 import torch
@@ -14,6 +16,13 @@ from pipeline.cifar10 import DataError
 from pipeline.dali import DaliUnavailable
 
 from .config import ConfigError, build_config, resolve_key
+from .distributed import env_is_main, shutdown
+from .preflight import MissingPackage, preflight
+from .results import ResultsError
+
+SMOKE_NOTE = ("no CUDA device: running the smoke profile (real data, 8,000 training images, 2 epochs); "
+              "`make bench PROFILE=full` runs the full race to 90% here (hours on a CPU)")
+LABELS = ("preset", "variant", "profile")  # chosen by options, recorded in the row: never overridden
 
 
 def parse_overrides(extra: list[str]) -> dict[str, str]:
@@ -22,69 +31,89 @@ def parse_overrides(extra: list[str]) -> dict[str, str]:
         if not arg.startswith("--") or "=" not in arg:
             raise ConfigError(f"unexpected argument {arg!r}; config overrides are written --key=value")
         key, value = arg[2:].split("=", 1)
-        out[resolve_key(key.replace("-", "_"))] = value
+        key = key.replace("-", "_")
+        if key in LABELS:
+            raise ConfigError(f"--{key} is not an option of this command (race takes --variants=eager,fast; "
+                              f"run, lr-find and show-config take --variant)")
+        out[resolve_key(key)] = value
     return out
 
 
 def auto_profile(profile: str) -> str:
+    """'auto' -> full on CUDA, smoke otherwise (the note saying so is printed once the command is accepted)."""
     if profile != "auto":
         return profile
-    if torch.cuda.is_available():
-        return "full"
-    print("no CUDA device: running the smoke profile (real data, 8,000 training images, 2 epochs); "
-          "`make bench PROFILE=full` runs the full race to 90% here (hours on a CPU)")
-    return "smoke"
+    return "full" if torch.cuda.is_available() else "smoke"
+
+
+def _refuse(kind: str, e: BaseException) -> int:
+    if env_is_main():  # every torchrun rank refuses the same input; one line is enough
+        print(f"{kind}: {e}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-    except (DataError, DaliUnavailable) as e:  # missing/corrupt data or an optional package: say what to do
-        print(f"data error: {e}", file=sys.stderr)
-        return 2
+        return _refuse("config error", e)
+    except ResultsError as e:
+        return _refuse("results error", e)
+    except DataError as e:  # missing, unreadable or corrupt data: say what to do
+        return _refuse("data error", e)
+    except (DaliUnavailable, MissingPackage) as e:
+        return _refuse("missing package", e)
+    except KeyboardInterrupt:
+        if env_is_main():
+            print("interrupted (Ctrl-C): the unfinished run wrote no row; rows already written are intact",
+                  file=sys.stderr)
+        return 130
     finally:
-        from .distributed import shutdown
         shutdown()  # leave a torchrun process group cleanly
 
 
+def _option(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
+    """`--a-b` and `--a_b` both (overrides are written with underscores, options with dashes)."""
+    under = "--" + name[2:].replace("-", "_")
+    parser.add_argument(*dict.fromkeys((name, under)), **kwargs)
+
+
 def _main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
+    sub = parser.add_subparsers(dest="command", required=True,
+                                parser_class=functools.partial(argparse.ArgumentParser, allow_abbrev=False))
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument("--preset", default="seed", help="recipe: seed (the reference, 24 epochs) | fast (Nesterov SGD, 8 epochs)")
     common.add_argument("--profile", default="auto", help="full | smoke | auto (full on CUDA, smoke otherwise)")
     run = sub.add_parser("run", parents=[common], help="train one configuration and record its row")
     run.add_argument("--variant", default=None, help="eager | fast (default: the preset as it is)")
-    run.add_argument("--lr-from-finder", action="store_true", help="run the LR range test first, take lr_max from it")
+    _option(run, "--lr-from-finder", action="store_true", help="run the LR range test first, take lr_max from it")
     rc = sub.add_parser("race", parents=[common], help="variants side by side, then a table")
     rc.add_argument("--variants", default="eager,fast")
     rc.add_argument("--runs", type=int, default=1, help="repeats per variant (seeds seed, seed+1, ...)")
-    rc.add_argument("--lr-from-finder", action="store_true", help="run the LR range test first, take lr_max from it")
+    _option(rc, "--lr-from-finder", action="store_true", help="run the LR range test first, take lr_max from it")
     lf = sub.add_parser("lr-find", parents=[common], help="LR range test -> suggestion, plot, results/lr_find.csv")
     lf.add_argument("--variant", default=None)
-    lf.add_argument("--start-lr", type=float, default=1e-7)
-    lf.add_argument("--end-lr", type=float, default=10.0)
-    lf.add_argument("--num-iter", type=int, default=200)
+    _option(lf, "--start-lr", type=float, default=1e-7)
+    _option(lf, "--end-lr", type=float, default=10.0)
+    _option(lf, "--num-iter", type=int, default=200)
     lf.add_argument("--mode", default="exp", choices=["exp", "linear"])
     rp = sub.add_parser("report", help="rebuild results/runs/<run_id>/ report figures")
     rp.add_argument("run_id")
-    rp.add_argument("--results-dir", default="results")
+    _option(rp, "--results-dir", default="results")
     pb = sub.add_parser("pipeline-bench", help="images/s of each pipeline over one real epoch -> results/pipeline.csv")
-    pb.add_argument("--results-dir", default="results")
+    _option(pb, "--results-dir", default="results")
     kb = sub.add_parser("kernel-bench", help="fused BN+ReLU vs eager/compiled on CUDA -> results/kernels.csv")
-    kb.add_argument("--results-dir", default="results")
+    _option(kb, "--results-dir", default="results")
     kb.add_argument("--dtypes", default="fp32,bf16")
     kb.add_argument("--layouts", default="channels_last,nchw")
-    sub.add_parser("leaderboard", help="results/runs.csv -> results/leaderboard.md and plots").add_argument(
-        "--results-dir", default="results")
+    _option(sub.add_parser("leaderboard", help="results/runs.csv -> results/leaderboard.md and plots"),
+            "--results-dir", default="results")
     cf = sub.add_parser("choose-fast", help="measure img/s of each precision/layout/compile setting -> results/variants.csv")
-    cf.add_argument("--results-dir", default="results")
+    _option(cf, "--results-dir", default="results")
     cf.add_argument("--steps", type=int, default=4, help="timed steps per candidate (batch 512)")
-    cf.add_argument("--compile-modes", default="", help="comma list; default off,default (+max-autotune on CUDA)")
+    _option(cf, "--compile-modes", default="", help="comma list; default off,default (+max-autotune on CUDA)")
     sub.add_parser("show-config", parents=[common], help="print the resolved config as JSON").add_argument(
         "--variant", default=None)
 
@@ -112,29 +141,34 @@ def _main(argv: list[str] | None = None) -> int:
     overrides = parse_overrides(extra)
     profile = auto_profile(args.profile)
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.command == "show-config":
+        print(build_config(args.preset, args.variant, profile, overrides, device_type).to_json())
+        return 0
+    variants = [args.variant] if args.command != "race" else [v for v in args.variants.split(",") if v]
+    cfgs = [build_config(args.preset, v, profile, overrides, device_type) for v in variants]
+    if args.command == "race" and (args.runs < 1 or not variants):
+        raise ConfigError(f"race needs --runs >= 1 (got {args.runs}) and at least one of --variants=eager,fast")
+    if args.command == "lr-find" and (args.num_iter < 2 or not 0 < args.start_lr < args.end_lr):
+        raise ConfigError("lr-find needs --num-iter >= 2 and 0 < --start-lr < --end-lr")
+    finder = None
     if getattr(args, "lr_from_finder", False):
+        finder = build_config(args.preset, getattr(args, "variant", None) or "fast", "full", overrides, device_type)
+        preflight([finder], "lr_find.csv")
+    preflight(cfgs, "lr_find.csv" if args.command == "lr-find" else "runs.csv")
+    if args.profile == "auto" and profile == "smoke" and env_is_main():
+        print(SMOKE_NOTE, flush=True)
+    if finder is not None:
         from .lr_find import finder_overrides, run_finder
-        base = build_config(args.preset, getattr(args, "variant", None) or "fast", "full", overrides, device_type)
-        overrides = {**overrides, **finder_overrides(run_finder(base))}
+        overrides = {**overrides, **finder_overrides(run_finder(finder))}
+        cfgs = [build_config(args.preset, v, profile, overrides, device_type) for v in variants]
     if args.command == "race":
-        if args.runs < 1:
-            raise ConfigError(f"--runs={args.runs} must be >= 1")
-        variants = [v for v in args.variants.split(",") if v]
-        for v in variants:  # validate every variant before anything runs
-            build_config(args.preset, v, profile, overrides, device_type)
         from .race import race
         race(args.preset, variants, profile, args.runs, overrides)
         return 0
-    cfg = build_config(args.preset, args.variant, profile, overrides, device_type)
-    if args.command == "show-config":
-        print(cfg.to_json())
-        return 0
     if args.command == "lr-find":
         from .lr_find import run_finder
-        if args.num_iter < 2 or not 0 < args.start_lr < args.end_lr:
-            raise ConfigError("lr-find needs --num-iter >= 2 and 0 < --start-lr < --end-lr")
-        run_finder(cfg, args.start_lr, args.end_lr, args.num_iter, args.mode)
+        run_finder(cfgs[0], args.start_lr, args.end_lr, args.num_iter, args.mode)
         return 0
     from .train import train
-    train(cfg)
+    train(cfgs[0])
     return 0

@@ -30,10 +30,20 @@ class DistInfo:
         return self.world > 1
 
 
+def env_world_size() -> int:
+    """The number of ranks torchrun started (1 outside torchrun), known before any process group exists."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def env_is_main() -> bool:
+    """True on rank 0 (and outside torchrun): the one process that prints a refusal every rank reaches."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def init_distributed(device_name: str) -> tuple[DistInfo, torch.device | None]:
     """Join the torchrun process group when WORLD_SIZE > 1; returns the rank info and this rank's device
     (None when not distributed: the caller resolves it as usual)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = env_world_size()
     if world <= 1:
         return DistInfo(), None
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))

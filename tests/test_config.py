@@ -28,6 +28,12 @@ def test_overrides_dotted_and_bare_keys():
     ({"epochs": "three"}, "not a valid int"),
     ({"pipeline": "tape"}, "data.pipeline='tape'"),
     ({"norm": "gn", "norm_kernel": "triton"}, "needs model.norm=bn"),
+    ({"device": "cudax"}, "train.device='cudax'"),
+    ({"device": "cuda:"}, "train.device='cuda:'"),
+    ({"lr_max": "inf"}, "optim.lr_max=inf must be a finite number"),
+    ({"lr_div": "1e400"}, "optim.lr_div=inf must be a finite number"),
+    ({"logit_scale": "inf"}, "model.logit_scale=inf must be a finite number"),
+    ({"target_acc": "nan"}, "target_acc=nan"),
 ])
 def test_invalid_values_are_clear_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -76,3 +82,8 @@ def test_cli_names_missing_data_without_a_traceback(tmp_path, capsys):
     assert err.startswith("data error:") and str(missing) in err and "does not exist" in err
     assert "Traceback" not in err
     assert not (tmp_path / "results" / "runs.csv").exists()
+
+
+def test_device_names_that_are_accepted():
+    for name in ("auto", "cpu", "cuda", "cuda:1"):
+        assert build_config("seed", None, "full", {"device": name}).train.device == name

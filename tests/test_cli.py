@@ -1,0 +1,180 @@
+"""Refusals before training: one line on stderr naming cause and fix, exit code 2, no row, no training started."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def md5_cache(tmp_path_factory, monkeypatch):
+    """One MD5 cache for this module's tests (the real files are hashed once), never the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture
+def trained(monkeypatch):
+    """Stands in for every way a command trains: records the configs it was given instead."""
+    calls = []
+    monkeypatch.setattr("bench.train.train", lambda cfg, *a, **k: calls.append(cfg))
+    monkeypatch.setattr("bench.race.race", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr("bench.lr_find.run_finder", lambda cfg, *a, **k: calls.append(cfg))
+    return calls
+
+
+@pytest.fixture
+def base(tmp_path, cifar_dir):
+    return ["--profile=full", f"--data_dir={cifar_dir}", "--train_subset=256", "--test_subset=256", "--epochs=1",
+            "--batch_size=64", f"--results_dir={tmp_path / 'res'}"]
+
+
+def refused(capsys, argv, *needles, trained=None):
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    assert rc == 2, (out, err)
+    assert err.count("\n") == 1 and "Traceback" not in err, err  # one line
+    assert out == "", out  # nothing before the refusal (no smoke-profile note either)
+    for needle in needles:
+        assert needle in err, err
+    if trained is not None:
+        assert trained == [], "training started"
+    return err
+
+
+def test_a_good_run_reaches_training(capsys, trained, base, tmp_path):
+    """The control for every refusal below: the same base arguments are accepted."""
+    assert main(["run", *base]) == 0
+    assert len(trained) == 1 and trained[0].results_dir == str(tmp_path / "res")
+
+
+def test_malformed_runs_csv_line_is_named_before_training(capsys, trained, base, tmp_path):
+    res = tmp_path / "res"
+    res.mkdir()
+    text = "run_id,status\nr1,reached\nr2,reached,extra\n"
+    (res / "runs.csv").write_text(text)
+    refused(capsys, ["run", *base], f"{res / 'runs.csv'} line 3", "3 fields where the header has 2", trained=trained)
+    assert (res / "runs.csv").read_text() == text
+
+
+def test_results_dir_that_is_a_file(capsys, trained, base, tmp_path):
+    (tmp_path / "file").write_text("x")
+    for cmd in ("run", "race", "lr-find"):
+        refused(capsys, [cmd, *base, f"--results_dir={tmp_path / 'file'}"], "is a file", trained=trained)
+
+
+def test_results_dir_that_cannot_be_written(capsys, trained, base, monkeypatch):
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr("bench.results.tempfile.mkstemp", denied)  # root writes anywhere: simulate a read-only one
+    refused(capsys, ["run", *base], "cannot write in results folder", "Permission denied", trained=trained)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_results_dir(capsys, trained, base, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    refused(capsys, ["run", *base, f"--results_dir={ro}"], "cannot write in results folder", trained=trained)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is visible here")
+def test_cuda_without_cuda(capsys, trained, base):
+    refused(capsys, ["run", *base, "--device=cuda"], "no CUDA device is visible", "--device=cpu", trained=trained)
+
+
+def test_batch_larger_than_the_training_subset(capsys, trained, base):
+    refused(capsys, ["run", *base, "--batch_size=512"], "larger than the 256 training images", trained=trained)
+
+
+def test_indivisible_batch_under_torchrun_is_printed_once(capsys, trained, base, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "1")
+    assert main(["race", *base, "--batch_size=512"]) == 2
+    assert capsys.readouterr() == ("", "")  # rank 1 refuses silently
+    monkeypatch.setenv("RANK", "0")
+    refused(capsys, ["race", *base, "--batch_size=512"], "does not split evenly over 3 ranks", trained=trained)
+
+
+def test_missing_dali_is_a_missing_package(capsys, trained, base, monkeypatch):
+    monkeypatch.setattr("pipeline.dali.dali_available", lambda: (False, "NVIDIA DALI is unavailable (ImportError)"))
+    err = refused(capsys, ["run", *base, "--pipeline=dali"], "NVIDIA DALI is unavailable", trained=trained)
+    assert err.startswith("missing package:")
+
+
+def test_corrupt_pixels_are_refused(capsys, trained, base, tmp_path, cifar_dir):
+    """Same size, valid labels, one pixel byte changed: only the MD5 tells."""
+    bad = tmp_path / "data"
+    bad.mkdir()
+    for f in cifar_dir.iterdir():
+        (bad / f.name).symlink_to(f)
+    (bad / "data_batch_3.bin").unlink()
+    raw = bytearray((cifar_dir / "data_batch_3.bin").read_bytes())
+    raw[5000] ^= 0xFF  # a pixel of record 1
+    (bad / "data_batch_3.bin").write_bytes(bytes(raw))
+    err = refused(capsys, ["run", *base, f"--data_dir={bad}"], "data_batch_3.bin has MD5", trained=trained)
+    assert err.startswith("data error:")
+
+
+def test_ctrl_c_is_one_line_and_exit_130(capsys, base, monkeypatch):
+    def interrupted(cfg, *a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr("bench.train.train", interrupted)
+    try:
+        rc = main(["run", *base])
+    except KeyboardInterrupt:
+        rc = "escaped"
+    err = capsys.readouterr().err
+    assert rc == 130 and err.count("\n") == 1 and err.startswith("interrupted (Ctrl-C)")
+
+
+def test_show_config_and_config_errors_print_no_profile_note(capsys, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # where the note would be printed
+    assert main(["show-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["profile"] == "smoke"
+    refused(capsys, ["run", "--epochs=0"], "train.epochs=0")
+
+
+def test_no_abbreviated_options(capsys, trained, base):
+    refused(capsys, ["run", *base, "--lr=1"], "unknown config key 'lr'", trained=trained)  # not --lr-from-finder
+    refused(capsys, ["race", *base, "--variant=fast"], "--variants", trained=trained)  # not --variants
+
+
+def test_results_dir_in_both_spellings(capsys, trained, base, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr("bench.leaderboard.main", lambda results_dir: seen.append(results_dir) or 0)
+    assert main(["leaderboard", f"--results_dir={tmp_path}"]) == 0
+    assert main(["leaderboard", f"--results-dir={tmp_path}"]) == 0
+    assert seen == [str(tmp_path)] * 2
+    assert main(["run", *base, f"--results-dir={tmp_path / 'dashed'}"]) == 0
+    assert trained[-1].results_dir == str(tmp_path / "dashed")
+
+
+def test_triton_on_cpu_needs_no_environment_variable(monkeypatch):
+    """The row's environment stamp must not import triton before the model chooses its interpreter."""
+    pytest.importorskip("triton")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    code = ("import sys, torch\n"
+            "from bench.results import environment\n"
+            "env = environment(torch.device('cpu'))\n"
+            "assert 'triton' not in sys.modules and env['triton_version']\n"
+            "from model.resnet import norm_act_factory\n"
+            "x = torch.randn(2, 4, 3, 3, requires_grad=True)\n"
+            "norm_act_factory('bn', 'triton')(4)(x).sum().backward()\n"
+            "assert x.grad is not None\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_cli_chooses_the_triton_interpreter_for_a_cpu_run(capsys, trained, base, monkeypatch):
+    pytest.importorskip("triton")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert main(["run", *base, "--norm_kernel=triton", "--device=cpu"]) == 0
+    assert os.environ.get("TRITON_INTERPRET") == "1" and len(trained) == 1
+
