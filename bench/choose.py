@@ -15,11 +15,10 @@ import torch
 from pipeline import load_cifar10
 
 from .config import build_config
-from .results import append_row, environment
+from .results import ENV_COLUMNS, append_row, environment
 from .train import resolve_device, train
 
-VARIANT_COLUMNS = ("timestamp", "git_commit", "device", "device_type", "device_count", "torch_version",
-                   "triton_version", "precision", "channels_last", "compile", "norm_kernel", "pipeline", "steps",
+VARIANT_COLUMNS = ("timestamp", *ENV_COLUMNS, "precision", "channels_last", "compile", "norm_kernel", "pipeline", "steps",
                    "batch_size", "images_per_s", "warmup_s", "chosen_by_config")
 
 

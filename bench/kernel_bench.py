@@ -14,11 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .results import append_row, environment
+from .results import ENV_COLUMNS, append_row, environment
 
 SHAPES = [(512, 64, 32, 32), (512, 128, 16, 16), (512, 256, 8, 8), (512, 512, 4, 4)]  # BN inputs of CustomResNet
-KERNEL_COLUMNS = ("timestamp", "git_commit", "device", "device_type", "device_count", "torch_version",
-                  "triton_version", "impl", "pass", "shape", "dtype", "layout", "ms_median", "ms_p20", "ms_p80",
+KERNEL_COLUMNS = ("timestamp", *ENV_COLUMNS, "impl", "pass", "shape", "dtype", "layout", "ms_median", "ms_p20", "ms_p80",
                   "gb_per_s", "copy_gb_per_s", "pct_of_copy")
 
 

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 
 from model.transforms import autocast
 
+from .results import ENV_COLUMNS
+
 
 @dataclass
 class LRFindResult:
@@ -123,8 +125,7 @@ def plot(res: LRFindResult, path: Path, title: str) -> Path:
     return path
 
 
-LR_FIND_COLUMNS = ("timestamp", "git_commit", "device", "device_type", "device_count", "torch_version",
-                   "triton_version", "preset", "optimizer", "weight_decay", "batch_size", "start_lr", "end_lr",
+LR_FIND_COLUMNS = ("timestamp", *ENV_COLUMNS, "preset", "optimizer", "weight_decay", "batch_size", "start_lr", "end_lr",
                    "num_iter", "iterations_run", "mode", "stopped_early", "suggested_lr", "min_loss_lr",
                    "plot", "config_json")
 
