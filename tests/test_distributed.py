@@ -3,7 +3,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,13 +15,12 @@ from tests.test_loaders import id_images, recover_ids
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
-def torchrun(nproc, mode, out, data_dir, timeout=240):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SPEEDRUN_DIST_TIMEOUT_S": "60"}
+def torchrun(nproc, mode, out, data_dir, dist_timeout_s=60, timeout=900):
+    """`timeout` only guards the test suite against a hang; no test asserts a duration."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SPEEDRUN_DIST_TIMEOUT_S": str(dist_timeout_s)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            str(WORKER), mode, str(out), str(data_dir)]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    return proc, time.perf_counter() - t0
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_shards_cover_the_set_once_per_epoch():
@@ -49,7 +47,7 @@ def test_two_ranks_match_one_rank_and_each_other(tmp_path, cifar_dir):
     one, two = tmp_path / "one", tmp_path / "two"
     for out, n in ((one, 1), (two, 2)):
         out.mkdir()
-        proc, _ = torchrun(n, "train", out, cifar_dir)
+        proc = torchrun(n, "train", out, cifar_dir)
         assert proc.returncode == 0, proc.stderr[-3000:]
     r1 = json.loads((one / "rank0.json").read_text())
     r2 = [json.loads((two / f"rank{r}.json").read_text()) for r in range(2)]
@@ -65,9 +63,10 @@ def test_two_ranks_match_one_rank_and_each_other(tmp_path, cifar_dir):
 
 
 def test_a_failing_rank_ends_the_run_with_an_error(tmp_path, cifar_dir):
-    proc, seconds = torchrun(2, "fail", tmp_path, cifar_dir, timeout=180)
+    """The collective timeout is set far beyond the hang guard, so a run that ends at all was ended by the
+    failure (torchrun stopping the other rank), not by rank 0 timing out in a collective."""
+    proc = torchrun(2, "fail", tmp_path, cifar_dir, dist_timeout_s=24 * 3600, timeout=900)
     assert proc.returncode != 0
-    assert seconds < 120
     assert "injected failure on rank 1" in proc.stderr + proc.stdout
     assert not (tmp_path / "runs.csv").exists()  # no row for a run that did not complete
 
