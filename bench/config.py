@@ -49,6 +49,7 @@ class AugConfig:
     cutout_size: int = 8  # side of the square cut out (0: no cutout)
     cutout_prob: float = 1.0  # share of images that get a cutout
     cutout_clip: bool = True  # the square may cross the border (clipped), as the reference
+    flip_alternate: bool = False  # each image flipped at random in epoch 1, then the opposite way each epoch (airbench)
 
     def __post_init__(self):
         _check(0 <= self.crop_padding <= 16, f"aug.crop_padding={self.crop_padding} must be in [0, 16]")
@@ -73,6 +74,20 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class InitConfig:
+    """Initialisation and freezing: the recipe's, not the network's (shapes and parameter count stay)."""
+    whiten: bool = False  # prep conv: 54 of its 64 filters = +-eigenvectors of the 3x3 patch covariance / sqrt(eig)
+    whiten_images: int = 5000  # training images whose patches give the covariance (computed on the clock)
+    whiten_eps: float = 5e-4  # added to the eigenvalues before the inverse square root
+    whiten_frozen: bool = True  # prep conv weight not trained (its bias is)
+    dirac: bool = False  # every later conv starts as the identity on its first min(C_in, C_out) channels
+
+    def __post_init__(self):
+        _check(self.whiten_images >= 1, f"init.whiten_images={self.whiten_images} must be >= 1")
+        _check(self.whiten_eps > 0, f"init.whiten_eps={self.whiten_eps} must be > 0")
+
+
+@dataclass(frozen=True)
 class OptimConfig:
     optimizer: str = "adam"  # adam | sgd (Nesterov)
     lr_max: float = 2e-3  # one-cycle peak LR (per batch, not scaled by batch size)
@@ -84,7 +99,8 @@ class OptimConfig:
     momentum: float = 0.9  # SGD momentum (Nesterov)
     label_smoothing: float = 0.0
     lr_source: str = "reference LR finder suggestion (Adam, wd 1e-4, batch 512): 2e-3"  # where lr_max came from
-    ema_decay: float = 0.0  # exponential moving average of the weights, evaluated instead of them (0: off)
+    ema_decay: float = 0.0  # per-step decay of the weights' moving average, evaluated instead of them (0: off)
+    ema_every: int = 5  # the average is updated every k steps with decay**k (Page, hlb-CIFAR10, airbench)
 
     def __post_init__(self):
         _one_of("optim.optimizer", self.optimizer, ("adam", "sgd"))
@@ -97,6 +113,7 @@ class OptimConfig:
         _check(0 <= self.momentum < 1, f"optim.momentum={self.momentum} must be in [0, 1)")
         _check(0 <= self.label_smoothing < 1, f"optim.label_smoothing={self.label_smoothing} must be in [0, 1)")
         _check(0 <= self.ema_decay < 1, f"optim.ema_decay={self.ema_decay} must be in [0, 1)")
+        _check(self.ema_every >= 1, f"optim.ema_every={self.ema_every} must be >= 1")
 
 
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -140,6 +157,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     aug: AugConfig = field(default_factory=AugConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    init: InitConfig = field(default_factory=InitConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -153,6 +171,8 @@ class RunConfig:
                        f"{section.name}.{f.name}={x} must be a finite number")
         _check(not (self.train.sync_bn and self.model.norm_kernel == "triton"),
                "train.sync_bn=true needs model.norm_kernel=eager: the fused kernel computes per-rank statistics")
+        _check(not (self.aug.flip_alternate and self.data.pipeline == "dali"),
+               "aug.flip_alternate=true is not implemented in the dali pipeline; use data.pipeline=device or dataloader")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -172,25 +192,39 @@ def seed_recipe() -> RunConfig:
     return RunConfig(preset="seed")
 
 
-def fast_recipe() -> RunConfig:
-    """90% in 7 epochs on the same network (David Page's ResNet-9 training choices): Nesterov SGD (lr 0.4 on
-    the mean loss, weight decay 5e-4), one-cycle over 8 epochs peaking at a quarter and annealing to lr/1000,
-    label smoothing 0.2, logits scaled by 0.125 (the one change to the network's output), EMA of the weights
-    (BN statistics included), flip test-time augmentation.
+def fast8_recipe() -> RunConfig:
+    """The first fast recipe (David Page's ResNet-9 choices), kept reproducible: Nesterov SGD (lr 0.4 on the mean
+    loss, weight decay 5e-4), one-cycle over 8 epochs peaking at a quarter and annealing to lr/1000, label
+    smoothing 0.2, logits scaled by 0.125, EMA of the weights (BN statistics included) every step, flip TTA.
 
-    Measured on the 2-core CPU, bf16 channels-last, full data: first at or above 90% at epoch 7 for each
-    seed run (README, "A faster recipe"; rows in results/runs.csv). The effect of each switch alone is unmeasured.
+    Measured on the 2-core CPU, bf16 channels-last, full data: 90% at epoch 7 for each of 3 seeds (README).
     """
     return RunConfig(
-        preset="fast",
+        preset="fast8",
         model=ModelConfig(logit_scale=0.125),
         optim=OptimConfig(optimizer="sgd", lr_max=0.4, lr_div=20.0, final_div=50.0, pct_start=0.25, anneal="linear",
-                          weight_decay=5e-4, momentum=0.9, label_smoothing=0.2, ema_decay=0.99,
+                          weight_decay=5e-4, momentum=0.9, label_smoothing=0.2, ema_decay=0.99, ema_every=1,
                           lr_source="Page's ResNet-9 schedule (0.4 peak)"),
         train=TrainConfig(epochs=8, tta="flip"))
 
 
-RECIPES: dict[str, Callable[[], RunConfig]] = {"seed": seed_recipe, "fast": fast_recipe}
+def fast_recipe() -> RunConfig:
+    """fast8's optimiser over a 5-epoch one-cycle, plus: a whitened, frozen first conv (airbench, Page);
+    alternating flip; EMA every 5 steps (decay 0.99 per step, so 0.99**5 per update); flip + translate test-time
+    augmentation. Network unchanged. Dirac initialisation (init.dirac) is available but not used: at this LR it
+    raised the training loss above chance in a 2,048-image trial (README).
+
+    Aim: 90% test accuracy at epoch <= 5 (README, "A 5-epoch recipe", has the measured seeds and the ablation).
+    """
+    base = fast8_recipe()
+    return replace(base, preset="fast",
+                   aug=replace(base.aug, flip_alternate=True),
+                   init=InitConfig(whiten=True, whiten_frozen=True),
+                   optim=replace(base.optim, ema_every=5),
+                   train=replace(base.train, epochs=5, tta="flip_translate"))
+
+
+RECIPES: dict[str, Callable[[], RunConfig]] = {"seed": seed_recipe, "fast": fast_recipe, "fast8": fast8_recipe}
 
 
 # ---- variants (how it is executed) ------------------------------------------------------------
@@ -344,7 +378,7 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
     kwargs = {}
     for key, value in d.items():
         if isinstance(value, dict):
-            cls = {"data": DataConfig, "aug": AugConfig, "model": ModelConfig,
+            cls = {"data": DataConfig, "aug": AugConfig, "model": ModelConfig, "init": InitConfig,
                    "optim": OptimConfig, "train": TrainConfig}[key]
             kwargs[key] = cls(**value)
         elif key in sections:

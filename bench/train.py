@@ -21,10 +21,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from model.init import dirac_convs_, whiten_conv_
 from model.transforms import DTYPES, autocast, build_model, compile_model
 from pipeline import CIFAR10, LoaderSpec, eval_batches, load_cifar10, make_loader
 
 from .config import RunConfig
+from .ema import WeightEMA
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shard, wrap_ddp
 from .report import write_report
 from .results import EPOCH_COLUMNS, append_row, environment, write_csv
@@ -68,9 +70,31 @@ def new_run_id() -> str:
 def loader_spec(cfg: RunConfig, batch_size: int, seed: int) -> LoaderSpec:
     """What the run's training loader must produce (augmentation, dtype, layout) for one process."""
     return LoaderSpec(batch_size=batch_size, crop_padding=cfg.aug.crop_padding, flip=cfg.aug.flip,
+                      flip_alternate=cfg.aug.flip_alternate,
                       cutout_size=cfg.aug.cutout_size, cutout_prob=cfg.aug.cutout_prob, cutout_clip=cfg.aug.cutout_clip,
                       drop_last=cfg.data.drop_last, seed=seed, dtype=DTYPES[cfg.train.precision],
                       channels_last=cfg.train.channels_last)
+
+
+def trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters the optimiser updates (frozen ones, e.g. a whitened first conv, are left out)."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def init_model(model: torch.nn.Module, cfg: RunConfig) -> None:
+    """Data-free initialisations and freezing of the recipe (before warm-up and the clock)."""
+    if cfg.init.dirac:
+        dirac_convs_(model, skip=model.prep)
+    if cfg.init.whiten and cfg.init.whiten_frozen:
+        model.prep[0].weight.requires_grad_(False)
+
+
+def init_from_data(model: torch.nn.Module, cfg: RunConfig, data: CIFAR10) -> None:
+    """Initialisations that look at the training images; they are training, so they run on the clock."""
+    if cfg.init.whiten:
+        images = data.train_images[:cfg.init.whiten_images]  # the same first images on every rank
+        x = torch.cat([x for x, _ in eval_batches(images, images, 1000, torch.float32, False)])
+        whiten_conv_(model.prep[0], x, cfg.init.whiten_eps)
 
 
 def make_optimizer(params, cfg: RunConfig, steps_per_epoch: int):
@@ -195,15 +219,12 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
         raise ValueError(f"{len(data.train_images)} training images make no batch of {t.batch_size} with "
                          f"drop_last; lower train.batch_size or set data.drop_last=false")
     model = build_model(cfg.model, device, t.channels_last)
+    init_model(model, cfg)
+    plain = model
     model = compile_model(wrap_ddp(model, info, device, t.sync_bn), t.compile)
     warmup_s = warm_up(model, cfg, data, device, spec.batch_size)
-    opt, sched = make_optimizer(model.parameters(), cfg, len(loader))
+    opt, sched = make_optimizer(trainable(model), cfg, len(loader))
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
-    ema = None
-    if cfg.optim.ema_decay:  # evaluated in place of the weights; BN statistics averaged too
-        ema = torch.optim.swa_utils.AveragedModel(
-            unwrap(model), multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.optim.ema_decay),
-            use_buffers=True)
 
     run_id = new_run_id()
     run_dir = Path(cfg.results_dir) / "runs" / run_id
@@ -221,6 +242,10 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
         bar = tqdm(total=len(loader), desc=f"epoch {epoch}/{t.epochs}", leave=False, disable=quiet or None)
         barrier(info)
         timer.start()
+        if epoch == 1:
+            init_from_data(plain, cfg, data)
+            # evaluated in place of the weights; BN statistics averaged too
+            ema = WeightEMA(plain, cfg.optim.ema_decay, cfg.optim.ema_every) if cfg.optim.ema_decay else None
         it = iter(loader.epoch(epoch - 1))
         for step in range(len(loader)):
             t_fetch = time.perf_counter()
@@ -228,7 +253,7 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
             data_wait += time.perf_counter() - t_fetch
             loss, hits = train_step(model, opt, sched, scaler, x, y, cfg, device)
             if ema is not None:
-                ema.update_parameters(unwrap(model))
+                ema.update((epoch - 1) * len(loader) + step)
             losses.append(loss)
             correct += hits
             if (step + 1) % check_every == 0 or step + 1 == len(loader):
@@ -249,7 +274,7 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
             break
         t_eval = Timer(device)
         t_eval.start()
-        test_loss, test_acc, preds = evaluate(ema or model, data.test_images, data.test_labels, cfg, device, info)
+        test_loss, test_acc, preds = evaluate(ema.module if ema else model, data.test_images, data.test_labels, cfg, device, info)
         eval_s = t_eval.stop()
         eval_time += eval_s
         sums = all_reduce_sum(torch.stack([torch.stack(losses).mean().double(), correct.double()]), info).tolist()

@@ -22,6 +22,7 @@ class LoaderSpec:
     batch_size: int
     crop_padding: int = 4
     flip: bool = True
+    flip_alternate: bool = False  # flip each image at random in epoch 0, then the opposite way every epoch
     cutout_size: int = 8
     cutout_prob: float = 1.0
     cutout_clip: bool = True
@@ -29,6 +30,12 @@ class LoaderSpec:
     seed: int = 0
     dtype: torch.dtype = torch.float32
     channels_last: bool = False
+
+    def base_flips(self, n: int, device: torch.device) -> torch.Tensor:
+        """(n,) bool: each image's flip in epoch 0 under flip_alternate, fixed by the seed alone."""
+        gen = torch.Generator(device=device)
+        gen.manual_seed(epoch_seed(self.seed, -1))
+        return torch.rand(n, device=device, generator=gen) < 0.5
 
     def num_batches(self, n: int) -> int:
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
@@ -45,23 +52,33 @@ def mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class DeviceLoader:
-    """The whole split stays on the device as uint8; shuffle, crop+flip (one gather), normalise+cutout (one pass)."""
+    """The whole split stays on the device as uint8. Per epoch: one shuffle, then crop+flip (one gather) and
+    normalise+cutout (one pass) over the whole epoch in a few large chunks; the steps take slices (no per-batch ops)."""
 
     name = "device"
+    chunk = 10_000  # images augmented per pass: bounds the temporaries (about 100 MB in fp32 at 10k)
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, spec: LoaderSpec):
         self.images, self.labels, self.spec = images, labels, spec  # (N, 3, 32, 32) uint8, (N,) int64
         self.device = images.device
         self.mean, self.std = mean_std(self.device)
+        self.base_flip = spec.base_flips(len(images), self.device) if spec.flip and spec.flip_alternate else None
 
     def __len__(self) -> int:
         return self.spec.num_batches(len(self.images))
 
-    def augment(self, batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def flips(self, order: torch.Tensor, epoch: int, gen: torch.Generator) -> torch.Tensor | None:
+        """(N,) bool flips of the images in `order`: random, or alternating per image with the epoch."""
+        if not self.spec.flip:
+            return None
+        if self.base_flip is not None:
+            return self.base_flip[order] ^ bool(epoch % 2)
+        return torch.rand(len(order), device=self.device, generator=gen) < 0.5
+
+    def augment(self, batch: torch.Tensor, gen: torch.Generator, flip: torch.Tensor | None = None) -> torch.Tensor:
         """uint8 (B, 3, 32, 32) -> augmented, normalised (B, 3, 32, 32) in the training dtype and layout."""
         s = self.spec
         n, _, h, w = batch.shape
-        flip = torch.rand(n, device=self.device, generator=gen) < 0.5 if s.flip else None
         if s.crop_padding:
             p = s.crop_padding
             padded = torch.nn.functional.pad(batch, (p, p, p, p))  # zero fill, uint8
@@ -74,14 +91,22 @@ class DeviceLoader:
                 if s.cutout_size else None)
         return normalize(batch, self.mean, self.std, s.dtype, s.channels_last, mask)
 
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def augment_epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The epoch's shuffled, augmented images (N', 3, 32, 32) and labels (N',), N' = the images its batches use."""
         gen = torch.Generator(device=self.device)
         gen.manual_seed(epoch_seed(self.spec.seed, epoch))
-        n, bs = len(self.images), self.spec.batch_size
-        order = torch.randperm(n, device=self.device, generator=gen)
+        n = len(self) * self.spec.batch_size if self.spec.drop_last else len(self.images)
+        order = torch.randperm(len(self.images), device=self.device, generator=gen)[:n]
+        flip = self.flips(order, epoch, gen)
+        parts = [self.augment(self.images[order[i:i + self.chunk]], gen,
+                              None if flip is None else flip[i:i + self.chunk]) for i in range(0, n, self.chunk)]
+        return torch.cat(parts), self.labels[order]
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        images, labels = self.augment_epoch(epoch)
+        bs = self.spec.batch_size
         for i in range(len(self)):
-            idx = order[i * bs:(i + 1) * bs]
-            yield self.augment(self.images[idx], gen), self.labels[idx]
+            yield images[i * bs:(i + 1) * bs], labels[i * bs:(i + 1) * bs]
 
 
 class _PerImageDataset(torch.utils.data.Dataset):
@@ -97,8 +122,9 @@ class _PerImageDataset(torch.utils.data.Dataset):
         if spec.crop_padding:
             size = 32 + 2 * spec.crop_padding
             steps += [A.PadIfNeeded(size, size, border_mode=cv2.BORDER_CONSTANT, fill=0), A.RandomCrop(32, 32)]
-        if spec.flip:
+        if spec.flip and not spec.flip_alternate:
             steps.append(A.HorizontalFlip(p=0.5))
+        self.base_flip = spec.base_flips(len(images), torch.device("cpu")).numpy() if spec.flip_alternate else None
         steps.append(A.Normalize(mean=MEAN, std=STD, max_pixel_value=255.0))
         self.transform = A.Compose(steps)
 
@@ -110,6 +136,8 @@ class _PerImageDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng((s.seed, self.epoch, i))  # per image: same result for any worker count
         self.transform.set_random_seed(int(rng.integers(2**31)))
         x = self.transform(image=self.images[i])["image"]  # (32, 32, 3) float32, normalised
+        if self.base_flip is not None and s.flip and self.base_flip[i] ^ bool(self.epoch % 2):
+            x = x[:, ::-1]  # alternating flip: this image's own flip, reversed every epoch
         h, w, _ = x.shape
         if s.cutout_size and rng.random() < s.cutout_prob:
             k = s.cutout_size
