@@ -15,7 +15,7 @@ import torch
 from pipeline.cifar10 import DataError
 from pipeline.dali import DaliUnavailable
 
-from .config import ConfigError, build_config, resolve_key
+from .config import LADDER, ConfigError, build_config, resolve_key
 from .distributed import env_is_main, shutdown
 from .preflight import MissingPackage, preflight
 from .results import ResultsError
@@ -102,8 +102,16 @@ def _main(argv: list[str] | None = None) -> int:
     rp = sub.add_parser("report", help="rebuild results/runs/<run_id>/ report figures")
     rp.add_argument("run_id")
     _option(rp, "--results-dir", default="results")
-    pb = sub.add_parser("pipeline-bench", help="images/s of each pipeline over one real epoch -> results/pipeline.csv")
+    pb = sub.add_parser("pipeline-bench", help="images/s of each pipeline, each under a time cap -> results/pipeline.csv")
     _option(pb, "--results-dir", default="results")
+    pb.add_argument("--pipelines", default="device,dali,dataloader", help="comma list (dali where installed)")
+    pb.add_argument("--rounds", type=int, default=3, help="epochs per pipeline at most")
+    _option(pb, "--time-cap-s", type=float, default=20.0, help="seconds per pipeline at most (warm-up apart)")
+    _option(pb, "--train-subset", type=int, default=0, help="first N training images (0: all 50,000)")
+    ld = sub.add_parser("ladder", parents=[common], help="eager -> +device -> +bf16 -> +channels-last -> +compile -> "
+                        "+CUDA graphs -> +Triton BN+ReLU, one variant per rung, then a table")
+    ld.add_argument("--rungs", dest="variants", default=",".join(LADDER), help="comma list of rungs (default: all)")
+    ld.add_argument("--runs", type=int, default=1, help="repeats per rung (seeds seed, seed+1, ...)")
     kb = sub.add_parser("kernel-bench", help="fused BN+ReLU vs eager/compiled on CUDA -> results/kernels.csv")
     _option(kb, "--results-dir", default="results")
     kb.add_argument("--dtypes", default="fp32,bf16")
@@ -120,7 +128,10 @@ def _main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.command == "pipeline-bench":
         from .pipeline_bench import main as pipeline_bench
-        return pipeline_bench(args.results_dir, extra)
+        if extra:
+            raise ConfigError(f"pipeline-bench takes --pipelines, --rounds, --time-cap-s, --train-subset and "
+                              f"--results-dir, not {' '.join(extra)}")
+        return pipeline_bench(args.results_dir, args.pipelines, args.rounds, args.time_cap_s, args.train_subset)
     if args.command == "report":
         from .report import report_for_run
         report_for_run(args.run_id, args.results_dir)
@@ -144,9 +155,12 @@ def _main(argv: list[str] | None = None) -> int:
     if args.command == "show-config":
         print(build_config(args.preset, args.variant, profile, overrides, device_type).to_json())
         return 0
-    variants = [args.variant] if args.command != "race" else [v for v in args.variants.split(",") if v]
+    variants = [args.variant] if args.command not in ("race", "ladder") else [v for v in args.variants.split(",") if v]
+    if args.command == "ladder":
+        from .ladder import runnable
+        variants = runnable(variants, device_type)  # rungs that need CUDA skipped on a CPU, one line each
     cfgs = [build_config(args.preset, v, profile, overrides, device_type) for v in variants]
-    if args.command == "race" and (args.runs < 1 or not variants):
+    if args.command in ("race", "ladder") and (args.runs < 1 or not variants):
         raise ConfigError(f"race needs --runs >= 1 (got {args.runs}) and at least one of --variants=eager,fast")
     if args.command == "lr-find" and (args.num_iter < 2 or not 0 < args.start_lr < args.end_lr):
         raise ConfigError("lr-find needs --num-iter >= 2 and 0 < --start-lr < --end-lr")
@@ -161,6 +175,10 @@ def _main(argv: list[str] | None = None) -> int:
         from .lr_find import finder_overrides, run_finder
         overrides = {**overrides, **finder_overrides(run_finder(finder))}
         cfgs = [build_config(args.preset, v, profile, overrides, device_type) for v in variants]
+    if args.command == "ladder":
+        from .ladder import ladder
+        ladder(args.preset, variants, profile, args.runs, overrides)
+        return 0
     if args.command == "race":
         from .race import race
         race(args.preset, variants, profile, args.runs, overrides)

@@ -1,0 +1,48 @@
+"""`python -m bench ladder` (`make bench LADDER=1`): the variant ladder, one change per rung, through the one loop.
+
+eager (the reference) -> +device pipeline -> +bf16 -> +channels-last -> +compile -> +CUDA graphs (compile mode
+reduce-overhead) -> +Triton BN+ReLU, as LADDER_STEPS in bench/config.py defines them. Each rung is a named
+variant raced like any other (same data, same seeds), so its row lands in runs.csv; the table printed here
+and the leaderboard's show img/s and time to target per rung and what each step gained (a DAWNBench-style
+ablation). On a CPU the rungs that need CUDA are skipped, each with one line saying why.
+"""
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from .config import LADDER, NEEDS_CUDA, ConfigError
+from .leaderboard import ladder_table
+from .race import race
+from .train import RunResult
+
+
+def runnable(rungs: list[str], device_type: str) -> list[str]:
+    """The asked rungs in ladder order, without those this device type cannot run (one line printed each)."""
+    unknown = [r for r in rungs if r not in LADDER]
+    if unknown or not rungs:
+        raise ConfigError(f"--rungs: {', '.join(unknown) or 'none given'}; the rungs are {','.join(LADDER)}")
+    keep = []
+    for rung in sorted(set(rungs), key=LADDER.index):
+        if device_type != "cuda" and rung in NEEDS_CUDA:
+            print(f"ladder: {rung} skipped on this {device_type}: {NEEDS_CUDA[rung]}", flush=True)
+        else:
+            keep.append(rung)
+    if not keep:
+        raise ConfigError(f"no rung of --rungs={','.join(rungs)} can run on a {device_type}")
+    return keep
+
+
+def results_frame(results: dict[str, list[RunResult]]) -> pd.DataFrame:
+    """The race's results as the leaderboard's rows (label, status, img/s, time to target)."""
+    return pd.DataFrame([{"label": rung, "status": r.status, "images_per_s": r.images_per_s,
+                          "time_to_target_s": r.time_to_target_s} for rung, rs in results.items() for r in rs])
+
+
+def ladder(preset: str, rungs: list[str], profile: str, runs: int, overrides: dict[str, str]) -> dict:
+    """Race the rungs (already filtered by `runnable`), then print the ladder table."""
+    results = race(preset, rungs, profile, runs, overrides)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print("\n".join(ladder_table(results_frame(results))) or "(one rung ran: no ladder to show)")
+    return results

@@ -1,0 +1,65 @@
+"""pipeline-bench stops each pipeline at its time cap (a fake clock, no wall-clock bounds); the ladder's rung filter."""
+import pytest
+import torch
+
+from bench.config import LADDER, ConfigError
+from bench.ladder import runnable
+from bench.pipeline_bench import parse_pipelines, time_pipeline
+
+
+class FakeLoader:
+    """10 batches of 4 labels per epoch; records which epochs were started and how far each went."""
+
+    def __init__(self):
+        self.spec = type("Spec", (), {"batch_size": 4})()
+        self.served: dict[int, int] = {}
+
+    def __len__(self):
+        return 10
+
+    def epoch(self, e):
+        for _ in range(10):
+            self.served[e] = self.served.get(e, 0) + 1
+            yield torch.zeros(4, 3), torch.zeros(4)
+
+
+def ticking(step=1.0):
+    t = [0.0]
+
+    def clock():
+        t[0] += step
+        return t[0]
+    return clock
+
+
+def test_time_cap_ends_the_pipeline_mid_epoch():
+    loader = FakeLoader()
+    r = time_pipeline(loader, torch.device("cpu"), rounds=3, time_cap_s=15.0, clock=ticking())
+    assert r["capped"] and r["rounds"] == 2  # epoch 0 whole, epoch 1 cut short, epoch 2 never started
+    assert loader.served[0] == 10 and 0 < loader.served[1] < 10 and 2 not in loader.served
+    assert r["images"] == 4 * (loader.served[0] + loader.served[1])
+    assert loader.served[10**6] == 2  # the warm-up batches, from an epoch no timed round uses
+
+
+def test_without_the_cap_every_round_runs_whole():
+    loader = FakeLoader()
+    r = time_pipeline(loader, torch.device("cpu"), rounds=2, time_cap_s=1e9, clock=ticking())
+    assert not r["capped"] and r["rounds"] == 2 and r["images"] == 80
+    assert r["images_per_s_min"] <= r["images_per_s"] <= r["images_per_s_max"]
+
+
+def test_pipelines_option_refuses_unknown_names():
+    assert parse_pipelines("device,dataloader") == ["device", "dataloader"]
+    with pytest.raises(ConfigError, match="device, dali, dataloader"):
+        parse_pipelines("device,gpu")
+
+
+def test_ladder_skips_cuda_only_rungs_on_a_cpu_with_one_line_each(capsys):
+    assert runnable(list(reversed(LADDER)), "cpu") == ["eager", "device", "bf16", "channels-last", "compile"]
+    lines = capsys.readouterr().out.splitlines()
+    assert [l.split()[1] for l in lines] == ["cuda-graphs", "triton"] and all("skipped" in l for l in lines)
+    assert runnable(["triton", "eager"], "cuda") == ["eager", "triton"]
+    with pytest.raises(ConfigError, match="the rungs are"):
+        runnable(["eager", "warp-speed"], "cpu")
+    with pytest.raises(ConfigError, match="can run on a cpu"):
+        runnable(["cuda-graphs"], "cpu")
