@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .cifar10 import MEAN, STD
-from .loaders import LoaderSpec, epoch_seed
+from .spec import LoaderSpec, epoch_seed
 
 INSTALL_HINT = "pip install 'nvidia-dali-cuda130' (or `pip install .[dali]`)"
 
