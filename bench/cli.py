@@ -98,6 +98,9 @@ def _main(argv: list[str] | None = None) -> int:
     _option(lf, "--start-lr", type=float, default=1e-7)
     _option(lf, "--end-lr", type=float, default=10.0)
     _option(lf, "--num-iter", type=int, default=200)
+    for checked in (run, rc, lf):
+        _option(checked, "--dry-run", action="store_true", help="the checks only: exit 0 if the command would "
+                "start, else its one-line refusal (with WORLD_SIZE=N set, as a torchrun launch would see it)")
     lf.add_argument("--mode", default="exp", choices=["exp", "linear"])
     rp = sub.add_parser("report", help="rebuild results/runs/<run_id>/ report figures")
     rp.add_argument("run_id")
@@ -169,6 +172,9 @@ def _main(argv: list[str] | None = None) -> int:
         finder = build_config(args.preset, getattr(args, "variant", None) or "fast", "full", overrides, device_type)
         preflight([finder], "lr_find.csv")
     preflight(cfgs, "lr_find.csv" if args.command == "lr-find" else "runs.csv")
+    if args.dry_run:
+        print(f"checks passed: {args.command} would start ({', '.join(c.variant for c in cfgs)})")
+        return 0
     if args.profile == "auto" and profile == "smoke" and env_is_main():
         print(SMOKE_NOTE, flush=True)
     if finder is not None:

@@ -101,6 +101,15 @@ def test_indivisible_batch_under_torchrun_is_printed_once(capsys, trained, base,
     refused(capsys, ["race", *base, "--batch_size=512"], "does not split evenly over 3 ranks", trained=trained)
 
 
+def test_dry_run_checks_without_training(capsys, trained, base, monkeypatch):
+    """What `make bench GPUS=N` can run once, before torchrun starts N processes (whose failures torchrun reports
+    at length): the same checks, one process, WORLD_SIZE as torchrun will set it."""
+    assert main(["race", *base, "--dry-run"]) == 0 and trained == []
+    assert capsys.readouterr().out.startswith("checks passed: race")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    refused(capsys, ["race", *base, "--batch_size=512", "--dry_run"], "over 3 ranks", trained=trained)
+
+
 def test_missing_dali_is_a_missing_package(capsys, trained, base, monkeypatch):
     monkeypatch.setattr("pipeline.dali.dali_available", lambda: (False, "NVIDIA DALI is unavailable (ImportError)"))
     err = refused(capsys, ["run", *base, "--pipeline=dali"], "NVIDIA DALI is unavailable", trained=trained)
