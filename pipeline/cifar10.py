@@ -45,16 +45,18 @@ class CIFAR10:
     train_labels: torch.Tensor
     test_images: torch.Tensor
     test_labels: torch.Tensor
+    source: Path | None = None  # the folder it was read from (its data_fingerprint goes into each row)
 
     def to(self, device: torch.device | str) -> "CIFAR10":
         return CIFAR10(*(t.to(device) for t in (self.train_images, self.train_labels,
-                                                 self.test_images, self.test_labels)))
+                                                 self.test_images, self.test_labels)), source=self.source)
 
     def subset(self, train: int = 0, test: int = 0) -> "CIFAR10":
         """The first `train` / `test` images of each split (0 keeps the split whole)."""
         tr = slice(None) if train == 0 else slice(0, train)
         te = slice(None) if test == 0 else slice(0, test)
-        return CIFAR10(self.train_images[tr], self.train_labels[tr], self.test_images[te], self.test_labels[te])
+        return CIFAR10(self.train_images[tr], self.train_labels[tr], self.test_images[te], self.test_labels[te],
+                       source=self.source)
 
 
 def default_cache_dir() -> Path:
@@ -237,4 +239,4 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, device: torch.device
     path = resolve_data_dir(data_dir)
     train = load_split(path, TRAIN_FILES)
     test = load_split(path, TEST_FILES)
-    return CIFAR10(*train, *test).to(device)
+    return CIFAR10(*train, *test, source=path).to(device)

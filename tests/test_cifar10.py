@@ -142,6 +142,7 @@ def test_md5s_are_checked_once_per_file_state(tmp_path, md5_calls):
 def test_real_data_has_the_official_md5s_and_fingerprint(cifar_dir, md5_calls):
     assert verify_md5(cifar_dir) == cifar_dir and len(md5_calls) == 7  # six data files and batches.meta.txt
     assert data_fingerprint(cifar_dir) == official_fingerprint() and len(md5_calls) == 7
+    assert load_cifar10(cifar_dir).subset(10, 10).to("cpu").source == cifar_dir  # where a row's fingerprint comes from
 
 
 def sparse_dir(root: Path) -> Path:
