@@ -1,20 +1,39 @@
-"""Fused BatchNorm2d + ReLU in Triton: training and eval forward, backward; a torch.library custom op; a module.
+"""Fused BatchNorm2d + ReLU in Triton: training and eval forward, backward; a torch.library op; a module.
 
-x is viewed as an (M, C) matrix, M = N * H * W, through its strides, so NCHW and channels-last inputs
-run without a copy. Each program owns BLOCK_C channels and a slice of M, looping over it in
-(BLOCK_M, BLOCK_C) tiles. Statistics are accumulated in fp32 (fp64 for fp64 input) from x minus a
-per-channel shift (one sample of that channel), which keeps E[d^2] - E[d]^2 accurate when |mean| >> std.
+Layout. x (N, C, H, W) is read as x[o, c, i] with strides (s_o, s_c, s_i). Channels-last (the layout `fast`
+uses) is a row-major (M, C) matrix, M = N*H*W: O = 1, I = M, s_i = C, s_c = 1. NCHW is O = N, I = H*W,
+s_i = 1. Programs walk (BLOCK_I, BLOCK_C) tiles; a tile's (o, i0) comes from one scalar division per tile,
+never per element. Triton specializes the stride equal to 1, so the contiguous axis gets wide vector loads.
 
-Memory traffic per pass (b = bytes per element of x, E = N*C*H*W elements):
-  training forward: stats read x (E*b), apply reads x and writes y (2*E*b)          -> 3*E*b
-  eval forward: apply only                                                           -> 2*E*b
-  backward: reduce reads x, dy (2*E*b); dx reads x, dy and writes dx (3*E*b)         -> 5*E*b
-ReLU's mask is recomputed from x in backward instead of saved: backward must read x for x-hat anyway,
-so recomputing is free in memory traffic, while a saved mask would add a write and a read.
-Eager BatchNorm2d + ReLU moves 2*E*b (stats, Welford) + 2*E*b (normalise) + 2*E*b (ReLU) forward.
+Passes (E = N*C*H*W elements, b bytes each; P = SPLIT*C partials, tiny):
+  | pass            | kernels                                      | DRAM bytes | launches                  |
+  | training fwd    | stats+finalize (reads x), apply (x -> y)     | 3*E*b      | 2 + 1 ticket memset       |
+  | eval fwd        | apply (x -> y)                               | 2*E*b      | 1                         |
+  | backward        | reduce+finalize (x, dy), dx (x, dy -> dx)    | 5*E*b      | 2 + 1 ticket memset       |
+Eager BatchNorm2d + ReLU forward moves 5*E*b (stats, normalise, in-place ReLU), its backward 5*E*b too.
 
-On CPU tensors the kernels run in Triton's interpreter, which must be chosen (TRITON_INTERPRET=1)
-before this module is imported; `BatchNormReLU2d(backend="triton")` says so when it was not.
+Statistics are a split reduction: SPLIT programs per channel block each sum a contiguous range of row tiles
+(fp32 accumulators; fp64 for fp64 input) and store one partial row. Each then takes a ticket from a per-block
+atomic counter; the last to arrive reduces the (SPLIT, BLOCK_C) partial tile in one vectorised tl.sum and
+writes the per-channel results (mean, rstd, running statistics; or dweight, dbias). This is ATen's
+channels-last scheme (staging buffer + semaphore, last block finishes) and Inductor's cooperative-reduction
+barrier (debug_barrier, then an acq_rel atomic). No program loops over SPLIT, nobody re-reads partials
+per element: the elementwise kernels load a few (C,) vectors and apply per-channel coefficients.
+Sums are of d = x - x[0, c, 0] (a sample of the channel), which keeps E[d^2] - E[d]^2 accurate when
+|mean| >> std. The tickets are a fresh zeroed int32 per channel block each call (one memset); a persistent,
+self-resetting counter would save it but make the op stateful, which functionalization would then copy.
+
+The ReLU mask in backward is recomputed from x and the saved (mean, rstd) exactly as forward computed it
+(same per-channel scale and shift, same expression), so it matches forward's mask bit for bit; saving y or
+a mask would cost an extra write and read.
+
+Float scalars (momentum, eps) are annotated tl.float64: compiled Triton would otherwise type a Python float
+as fp32 (0.1 -> 0.10000000149) and fp64 statistics would be off; each is cast to the statistics' dtype
+in-kernel. The CPU interpreter passes Python floats through as doubles, so tests check the annotations.
+
+On CUDA the op is a torch.library.triton_op (torch.compile traces into it, CUDA graphs capture it); on CPU
+tensors the kernels run in Triton's interpreter (TRITON_INTERPRET=1 before this module is imported)
+behind a torch.library.custom_op, which triton_op cannot serve there.
 """
 from __future__ import annotations
 
@@ -32,170 +51,175 @@ except ImportError:  # CPU machines without the triton package: the reference ba
 
 if HAS_TRITON:
     @triton.jit
-    def _tile_offsets(m0, pid_c, m_end, C, HW, stride_n, stride_c, stride_hw,
-                      BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-        """Element offsets (BLOCK_M, BLOCK_C) of rows m0.. of the (M, C) view, and their mask."""
-        ms = m0 + tl.arange(0, BLOCK_M)
+    def _tile(t, pid_c, C, I, TI, s_o, s_c, s_i, BLOCK_I: tl.constexpr, BLOCK_C: tl.constexpr):
+        """Offsets (BLOCK_I, BLOCK_C) and mask of row tile t of channel block pid_c; TI tiles per o."""
+        o = t // TI  # one scalar division per tile
+        i = (t - o * TI) * BLOCK_I + tl.arange(0, BLOCK_I)
         cs = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-        n = ms // HW
-        hw = ms % HW
-        offs = n[:, None] * stride_n + hw[:, None] * stride_hw + cs[None, :] * stride_c
-        mask = (ms < m_end)[:, None] & (cs < C)[None, :]
-        return offs, mask
+        offs = o * s_o + i[:, None] * s_i + cs[None, :] * s_c
+        return offs, (i < I)[:, None] & (cs < C)[None, :]
+
+    @triton.jit
+    def _last_ticket(ticket_ptr, pid_c, split):
+        """True in the last program of channel block pid_c to finish storing its partials."""
+        tl.debug_barrier()  # every thread's partial stores precede the (single-thread) release below
+        ticket = tl.atomic_add(ticket_ptr + pid_c, 1, sem="acq_rel")
+        return ticket == split - 1
+
+    @triton.jit
+    def _sum_partials(part_ptr, row0, split, C, cs, SPLIT_P2: tl.constexpr):
+        """Sum rows row0 .. row0 + split of a (rows, C) partial buffer at channels cs: one (SPLIT_P2, BLOCK_C) tile."""
+        rows = tl.arange(0, SPLIT_P2)
+        offs = (row0 + rows)[:, None] * C + cs[None, :]
+        mask = (rows < split)[:, None] & (cs < C)[None, :]
+        return tl.sum(tl.load(part_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg"), 0)  # .cg: skip L1
 
     @triton.jit
     def _bn_relu_fwd_stats_kernel(
-        x_ptr,  # (N, C, H, W) any dense layout, fp32/fp16/bf16
-        shift_ptr,  # (C,) fp32: x[0, c, 0, 0], subtracted before summing
-        psum_ptr, psumsq_ptr,  # (SPLIT, C) fp32 partial sums of d = x - shift and d^2
-        M, C, HW, stride_n, stride_c, stride_hw, m_per_prog,
-        BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
+        x_ptr,  # (O, C, I) view of (N, C, H, W), fp32/fp16/bf16/fp64
+        running_mean_ptr, running_var_ptr,  # (C,) before this batch
+        part_ptr,  # (2 * split, C) acc dtype: sums of d and of d*d, one row per split program
+        ticket_ptr,  # (cdiv(C, BLOCK_C),) int32, zero on entry
+        mean_ptr, rstd_ptr,  # (C,) acc dtype out: the statistics that normalise, saved for backward
+        new_mean_ptr, new_var_ptr,  # (C,) out: running statistics after this batch
+        C, I, TI, T, s_o, s_c, s_i, tiles_per_prog, split, count,  # count = N*H*W
+        momentum: tl.float64, eps: tl.float64,
+        SPLIT_P2: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_C: tl.constexpr,
     ):
-        pid_c, pid_s = tl.program_id(0), tl.program_id(1)
+        pid_s, pid_c = tl.program_id(0), tl.program_id(1)
+        acc_ty = part_ptr.dtype.element_ty
         cs = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-        acc_ty = psum_ptr.dtype.element_ty
-        shift = tl.load(shift_ptr + cs, mask=cs < C, other=0.0)
-        acc = tl.zeros((BLOCK_M, BLOCK_C), acc_ty)
-        acc2 = tl.zeros((BLOCK_M, BLOCK_C), acc_ty)
-        m_start = pid_s * m_per_prog
-        m_end = tl.minimum(m_start + m_per_prog, M)
-        for m0 in range(m_start, m_end, BLOCK_M):
-            offs, mask = _tile_offsets(m0, pid_c, m_end, C, HW, stride_n, stride_c, stride_hw, BLOCK_M, BLOCK_C)
+        cmask = cs < C
+        shift = tl.load(x_ptr + cs * s_c, mask=cmask, other=0.0).to(acc_ty)  # x[0, c, 0]
+        acc = tl.zeros((BLOCK_I, BLOCK_C), acc_ty)
+        acc2 = tl.zeros((BLOCK_I, BLOCK_C), acc_ty)
+        t0 = pid_s * tiles_per_prog
+        for t in range(t0, tl.minimum(t0 + tiles_per_prog, T)):
+            offs, mask = _tile(t, pid_c, C, I, TI, s_o, s_c, s_i, BLOCK_I, BLOCK_C)
             x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(acc_ty)
             d = tl.where(mask, x - shift[None, :], 0.0)
             acc += d
             acc2 += d * d
-        tl.store(psum_ptr + pid_s * C + cs, tl.sum(acc, 0), mask=cs < C)
-        tl.store(psumsq_ptr + pid_s * C + cs, tl.sum(acc2, 0), mask=cs < C)
+        tl.store(part_ptr + pid_s * C + cs, tl.sum(acc, 0), mask=cmask)
+        tl.store(part_ptr + (split + pid_s) * C + cs, tl.sum(acc2, 0), mask=cmask)
+        if _last_ticket(ticket_ptr, pid_c, split):
+            mean_d = _sum_partials(part_ptr, 0, split, C, cs, SPLIT_P2) / count
+            var = tl.maximum(_sum_partials(part_ptr, split, split, C, cs, SPLIT_P2) / count - mean_d * mean_d, 0.0)
+            mean = shift + mean_d
+            tl.store(mean_ptr + cs, mean, mask=cmask)
+            tl.store(rstd_ptr + cs, 1.0 / tl.sqrt(var + tl.full((), eps, acc_ty)), mask=cmask)
+            m = tl.full((), momentum, acc_ty)
+            rm = tl.load(running_mean_ptr + cs, mask=cmask, other=0.0).to(acc_ty)
+            rv = tl.load(running_var_ptr + cs, mask=cmask, other=0.0).to(acc_ty)
+            unbiased = var * count / (count - 1)
+            tl.store(new_mean_ptr + cs, (rm * (1.0 - m) + mean * m).to(new_mean_ptr.dtype.element_ty), mask=cmask)
+            tl.store(new_var_ptr + cs, (rv * (1.0 - m) + unbiased * m).to(new_var_ptr.dtype.element_ty), mask=cmask)
 
     @triton.jit
-    def _bn_relu_fwd_finalize_kernel(
-        psum_ptr, psumsq_ptr,  # (SPLIT, C) fp32
-        shift_ptr,  # (C,) fp32
-        mean_ptr, rstd_ptr,  # (C,) fp32 outputs, saved for backward
-        running_mean_ptr, running_var_ptr,  # (C,) fp32 running statistics before this batch
-        new_mean_ptr, new_var_ptr,  # (C,) fp32 outputs: running statistics after this batch
-        SPLIT, C, M, eps, momentum,
-        BLOCK_C: tl.constexpr,
-    ):
-        cs = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
-        cmask = cs < C
-        s = tl.zeros((BLOCK_C,), psum_ptr.dtype.element_ty)
-        s2 = tl.zeros((BLOCK_C,), psum_ptr.dtype.element_ty)
-        for i in range(0, SPLIT):
-            s += tl.load(psum_ptr + i * C + cs, mask=cmask, other=0.0)
-            s2 += tl.load(psumsq_ptr + i * C + cs, mask=cmask, other=0.0)
-        mean_d = s / M
-        var = tl.maximum(s2 / M - mean_d * mean_d, 0.0)  # biased, normalises the batch
-        mean = tl.load(shift_ptr + cs, mask=cmask, other=0.0) + mean_d
-        tl.store(mean_ptr + cs, mean, mask=cmask)
-        tl.store(rstd_ptr + cs, 1.0 / tl.sqrt(var + eps), mask=cmask)
-        rm = tl.load(running_mean_ptr + cs, mask=cmask, other=0.0)
-        rv = tl.load(running_var_ptr + cs, mask=cmask, other=0.0)
-        tl.store(new_mean_ptr + cs, rm * (1.0 - momentum) + mean * momentum, mask=cmask)
-        unbiased = var * M / (M - 1)  # in var's dtype: (M / (M - 1.0)) would be rounded to fp32
-        tl.store(new_var_ptr + cs, rv * (1.0 - momentum) + unbiased * momentum, mask=cmask)
+    def _coefficients(mean_ptr, rstd_ptr, weight_ptr, bias_ptr, cs, cmask, acc_ty: tl.constexpr):
+        """Per-channel mean, rstd, scale = w*rstd and shift = b - mean*scale (forward and backward alike)."""
+        mean = tl.load(mean_ptr + cs, mask=cmask, other=0.0).to(acc_ty)
+        rstd = tl.load(rstd_ptr + cs, mask=cmask, other=0.0).to(acc_ty)
+        scale = tl.load(weight_ptr + cs, mask=cmask, other=0.0).to(acc_ty) * rstd
+        shift = tl.load(bias_ptr + cs, mask=cmask, other=0.0).to(acc_ty) - mean * scale
+        return mean, rstd, scale, shift
 
     @triton.jit
     def _bn_relu_fwd_apply_kernel(
-        x_ptr, y_ptr,  # (N, C, H, W), same layout
-        mean_ptr, rstd_ptr, weight_ptr, bias_ptr,  # (C,) fp32
-        M, C, HW, stride_n, stride_c, stride_hw, m_per_prog,
-        BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
+        x_ptr, y_ptr,  # (O, C, I) views, same strides
+        mean_ptr, rstd_ptr,  # (C,) acc dtype: read in training; in eval written from the running statistics
+        weight_ptr, bias_ptr, running_mean_ptr, running_var_ptr,  # (C,)
+        new_mean_ptr, new_var_ptr,  # (C,) out, eval only: copies of the running statistics
+        C, I, TI, s_o, s_c, s_i,
+        eps: tl.float64,
+        TRAINING: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_C: tl.constexpr,
     ):
-        pid_c, pid_s = tl.program_id(0), tl.program_id(1)
+        t, pid_c = tl.program_id(0), tl.program_id(1)
+        acc_ty = mean_ptr.dtype.element_ty
         cs = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
         cmask = cs < C
-        scale = tl.load(rstd_ptr + cs, mask=cmask, other=0.0) * tl.load(weight_ptr + cs, mask=cmask, other=0.0)
-        shift = tl.load(bias_ptr + cs, mask=cmask, other=0.0) - tl.load(mean_ptr + cs, mask=cmask, other=0.0) * scale
-        m_start = pid_s * m_per_prog
-        m_end = tl.minimum(m_start + m_per_prog, M)
-        for m0 in range(m_start, m_end, BLOCK_M):
-            offs, mask = _tile_offsets(m0, pid_c, m_end, C, HW, stride_n, stride_c, stride_hw, BLOCK_M, BLOCK_C)
-            x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(mean_ptr.dtype.element_ty)
-            y = tl.maximum(x * scale[None, :] + shift[None, :], 0.0)
-            tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+        if not TRAINING:  # eval: normalise by the running statistics; tile 0 records them for backward
+            rm = tl.load(running_mean_ptr + cs, mask=cmask, other=0.0)
+            rv = tl.load(running_var_ptr + cs, mask=cmask, other=1.0)
+            if t == 0:
+                tl.store(mean_ptr + cs, rm.to(acc_ty), mask=cmask)
+                tl.store(rstd_ptr + cs, 1.0 / tl.sqrt(rv.to(acc_ty) + tl.full((), eps, acc_ty)), mask=cmask)
+                tl.store(new_mean_ptr + cs, rm, mask=cmask)
+                tl.store(new_var_ptr + cs, rv, mask=cmask)
+            scale = tl.load(weight_ptr + cs, mask=cmask, other=0.0).to(acc_ty) / tl.sqrt(
+                rv.to(acc_ty) + tl.full((), eps, acc_ty))
+            shift = tl.load(bias_ptr + cs, mask=cmask, other=0.0).to(acc_ty) - rm.to(acc_ty) * scale
+        else:
+            _, _, scale, shift = _coefficients(mean_ptr, rstd_ptr, weight_ptr, bias_ptr, cs, cmask, acc_ty)
+        offs, mask = _tile(t, pid_c, C, I, TI, s_o, s_c, s_i, BLOCK_I, BLOCK_C)
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(acc_ty)
+        y = tl.maximum(x * scale[None, :] + shift[None, :], 0.0)
+        tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _bn_relu_bwd_reduce_kernel(
-        dy_ptr, x_ptr,  # (N, C, H, W), same layout
-        mean_ptr, rstd_ptr, weight_ptr, bias_ptr,  # (C,) fp32
-        pdb_ptr, pdw_ptr,  # (SPLIT, C) fp32 partial sums of dz and dz * x_hat, dz = dy * (z > 0)
-        M, C, HW, stride_n, stride_c, stride_hw, m_per_prog,
-        BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
+        dy_ptr, x_ptr,  # (O, C, I) views, same strides
+        mean_ptr, rstd_ptr, weight_ptr, bias_ptr,  # (C,): what forward normalised with
+        part_ptr,  # (2 * split, C) acc dtype: sums of dz and dz * x_hat, dz = dy * (z > 0)
+        ticket_ptr,  # (cdiv(C, BLOCK_C),) int32, zero on entry
+        dweight_ptr, dbias_ptr,  # (C,) acc dtype out
+        C, I, TI, T, s_o, s_c, s_i, tiles_per_prog, split,
+        SPLIT_P2: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_C: tl.constexpr,
     ):
-        pid_c, pid_s = tl.program_id(0), tl.program_id(1)
+        pid_s, pid_c = tl.program_id(0), tl.program_id(1)
+        acc_ty = part_ptr.dtype.element_ty
         cs = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
         cmask = cs < C
-        mean = tl.load(mean_ptr + cs, mask=cmask, other=0.0)
-        rstd = tl.load(rstd_ptr + cs, mask=cmask, other=0.0)
-        w = tl.load(weight_ptr + cs, mask=cmask, other=0.0)
-        b = tl.load(bias_ptr + cs, mask=cmask, other=0.0)
-        acc_ty = pdb_ptr.dtype.element_ty
-        acc_db = tl.zeros((BLOCK_M, BLOCK_C), acc_ty)
-        acc_dw = tl.zeros((BLOCK_M, BLOCK_C), acc_ty)
-        m_start = pid_s * m_per_prog
-        m_end = tl.minimum(m_start + m_per_prog, M)
-        for m0 in range(m_start, m_end, BLOCK_M):
-            offs, mask = _tile_offsets(m0, pid_c, m_end, C, HW, stride_n, stride_c, stride_hw, BLOCK_M, BLOCK_C)
+        mean, rstd, scale, shift = _coefficients(mean_ptr, rstd_ptr, weight_ptr, bias_ptr, cs, cmask, acc_ty)
+        acc_db = tl.zeros((BLOCK_I, BLOCK_C), acc_ty)
+        acc_dw = tl.zeros((BLOCK_I, BLOCK_C), acc_ty)
+        t0 = pid_s * tiles_per_prog
+        for t in range(t0, tl.minimum(t0 + tiles_per_prog, T)):
+            offs, mask = _tile(t, pid_c, C, I, TI, s_o, s_c, s_i, BLOCK_I, BLOCK_C)
             x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(acc_ty)
             dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(acc_ty)
-            xhat = (x - mean[None, :]) * rstd[None, :]
-            dz = tl.where(mask & (xhat * w[None, :] + b[None, :] > 0), dy, 0.0)
+            dz = tl.where(mask & (x * scale[None, :] + shift[None, :] > 0), dy, 0.0)  # forward's mask
             acc_db += dz
-            acc_dw += dz * xhat
-        tl.store(pdb_ptr + pid_s * C + cs, tl.sum(acc_db, 0), mask=cmask)
-        tl.store(pdw_ptr + pid_s * C + cs, tl.sum(acc_dw, 0), mask=cmask)
+            acc_dw += dz * ((x - mean[None, :]) * rstd[None, :])
+        tl.store(part_ptr + pid_s * C + cs, tl.sum(acc_db, 0), mask=cmask)
+        tl.store(part_ptr + (split + pid_s) * C + cs, tl.sum(acc_dw, 0), mask=cmask)
+        if _last_ticket(ticket_ptr, pid_c, split):
+            tl.store(dbias_ptr + cs, _sum_partials(part_ptr, 0, split, C, cs, SPLIT_P2), mask=cmask)
+            tl.store(dweight_ptr + cs, _sum_partials(part_ptr, split, split, C, cs, SPLIT_P2), mask=cmask)
 
     @triton.jit
     def _bn_relu_bwd_dx_kernel(
-        dy_ptr, x_ptr, dx_ptr,  # (N, C, H, W), same layout
-        mean_ptr, rstd_ptr, weight_ptr, bias_ptr,  # (C,) fp32
-        pdb_ptr, pdw_ptr,  # (SPLIT, C) fp32 partials from the reduce kernel
-        dweight_ptr, dbias_ptr,  # (C,) fp32 outputs, written by the programs with pid_s == 0
-        SPLIT, M, C, HW, stride_n, stride_c, stride_hw, m_per_prog,
-        TRAINING: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
+        dy_ptr, x_ptr, dx_ptr,  # (O, C, I) views, same strides
+        mean_ptr, rstd_ptr, weight_ptr, bias_ptr,  # (C,)
+        dweight_ptr, dbias_ptr,  # (C,) acc dtype, from the reduce kernel
+        C, I, TI, s_o, s_c, s_i, count,
+        TRAINING: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_C: tl.constexpr,
     ):
-        pid_c, pid_s = tl.program_id(0), tl.program_id(1)
+        t, pid_c = tl.program_id(0), tl.program_id(1)
+        acc_ty = mean_ptr.dtype.element_ty
         cs = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
         cmask = cs < C
-        acc_ty = pdb_ptr.dtype.element_ty
-        db = tl.zeros((BLOCK_C,), acc_ty)
-        dw = tl.zeros((BLOCK_C,), acc_ty)
-        for i in range(0, SPLIT):
-            db += tl.load(pdb_ptr + i * C + cs, mask=cmask, other=0.0)
-            dw += tl.load(pdw_ptr + i * C + cs, mask=cmask, other=0.0)
-        if pid_s == 0:
-            tl.store(dbias_ptr + cs, db, mask=cmask)
-            tl.store(dweight_ptr + cs, dw, mask=cmask)
-        mean = tl.load(mean_ptr + cs, mask=cmask, other=0.0)
-        rstd = tl.load(rstd_ptr + cs, mask=cmask, other=0.0)
-        w = tl.load(weight_ptr + cs, mask=cmask, other=0.0)
-        b = tl.load(bias_ptr + cs, mask=cmask, other=0.0)
-        k = w * rstd
-        m_start = pid_s * m_per_prog
-        m_end = tl.minimum(m_start + m_per_prog, M)
-        for m0 in range(m_start, m_end, BLOCK_M):
-            offs, mask = _tile_offsets(m0, pid_c, m_end, C, HW, stride_n, stride_c, stride_hw, BLOCK_M, BLOCK_C)
-            x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(acc_ty)
-            dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(acc_ty)
-            xhat = (x - mean[None, :]) * rstd[None, :]
-            dz = tl.where(xhat * w[None, :] + b[None, :] > 0, dy, 0.0)
-            if TRAINING:  # batch statistics depend on x: dx = w*rstd*(dz - mean(dz) - xhat*mean(dz*xhat))
-                dx = k[None, :] * (dz - db[None, :] / M - xhat * (dw[None, :] / M))
-            else:  # running statistics are constants
-                dx = k[None, :] * dz
-            tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        mean, rstd, scale, shift = _coefficients(mean_ptr, rstd_ptr, weight_ptr, bias_ptr, cs, cmask, acc_ty)
+        offs, mask = _tile(t, pid_c, C, I, TI, s_o, s_c, s_i, BLOCK_I, BLOCK_C)
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(acc_ty)
+        dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(acc_ty)
+        dx = tl.where(x * scale[None, :] + shift[None, :] > 0, dy, 0.0) * scale[None, :]
+        if TRAINING:  # batch statistics depend on x: dx = scale * (dz - mean(dz) - x_hat * mean(dz * x_hat))
+            db = tl.load(dbias_ptr + cs, mask=cmask, other=0.0)
+            dw = tl.load(dweight_ptr + cs, mask=cmask, other=0.0)
+            alpha = -scale * rstd * dw / count  # per channel: dx = scale*dz + alpha*(x - mean) + beta
+            beta = -scale * db / count
+            dx += alpha[None, :] * (x - mean[None, :]) + beta[None, :]
+        tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
 # ---- launch geometry ---------------------------------------------------------------------------
 
 # Triton decides at decoration time whether a kernel is compiled or interpreted.
 INTERPRETED = HAS_TRITON and type(_bn_relu_fwd_apply_kernel).__name__ == "InterpretedFunction"
-
-
-def _interpreted() -> bool:
-    return INTERPRETED
+MAX_SPLIT = 256  # partial rows per channel block: the finaliser sums them as one (256, BLOCK_C) tile
+GEOMETRY_OVERRIDE: dict = {}  # tests force split / BLOCK_I here to drive the split path in the interpreter
+_SM_COUNT: dict = {}
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
@@ -205,31 +229,45 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def _dense(x: torch.Tensor) -> torch.Tensor:
-    return x.contiguous(memory_format=_memory_format(x))
+def _sm_count(device: torch.device) -> int:
+    if device not in _SM_COUNT:
+        _SM_COUNT[device] = torch.cuda.get_device_properties(device).multi_processor_count
+    return _SM_COUNT[device]
 
 
 def _geometry(x: torch.Tensor) -> dict:
-    """Strides of the (M, C) view and block sizes. Large tiles and no M split in the interpreter
-    (its cost is per program and per loop step); on a GPU enough programs to fill the SMs."""
+    """The (O, C, I) view of a dense x, tile sizes and the split. GPU: 4096-element tiles and about four
+    reduction programs per SM. Interpreter: its cost is per program, so 16384-element tiles and no split."""
     n, c, h, w = x.shape
-    m, hw = n * h * w, h * w
-    s_n, s_c, _, s_w = x.stride()
-    channels_last = s_c == 1 and c > 1
-    block_c = min(triton.next_power_of_2(c), 64 if channels_last else (64 if _interpreted() else 4))
-    elems = 16384 if _interpreted() else 4096
-    block_m = max(16, min(triton.next_power_of_2(m), elems // block_c))
+    channels_last = x.stride(1) == 1 and c > 1
+    if channels_last:
+        o_, i_, s_o, s_c, s_i = 1, n * h * w, 0, 1, c
+    else:
+        o_, i_, s_o, s_c, s_i = n, h * w, x.stride(0), x.stride(1), 1
+    elems = 16384 if INTERPRETED else 4096
+    if channels_last:
+        block_c = min(triton.next_power_of_2(c), 64)
+        block_i = max(1, min(triton.next_power_of_2(i_), elems // block_c))
+    else:
+        block_i = min(triton.next_power_of_2(i_), 1024)
+        block_c = max(1, min(triton.next_power_of_2(c), elems // block_i))
+    block_i = GEOMETRY_OVERRIDE.get("BLOCK_I", block_i)
+    block_c = GEOMETRY_OVERRIDE.get("BLOCK_C", block_c)
     c_blocks = triton.cdiv(c, block_c)
-    m_blocks = triton.cdiv(m, block_m)
-    if _interpreted() or x.device.type != "cuda":
+    ti = triton.cdiv(i_, block_i)
+    t = o_ * ti
+    if "split" in GEOMETRY_OVERRIDE:
+        split = GEOMETRY_OVERRIDE["split"]
+    elif INTERPRETED or x.device.type != "cuda":
         split = 1
     else:
-        sms = torch.cuda.get_device_properties(x.device).multi_processor_count
-        split = max(1, min(m_blocks, (4 * sms) // c_blocks))
-    m_per_prog = triton.cdiv(m_blocks, split) * block_m
-    split = triton.cdiv(m, m_per_prog)
-    return dict(M=m, C=c, HW=hw, stride_n=s_n, stride_c=s_c, stride_hw=s_w, m_per_prog=m_per_prog,
-                BLOCK_M=block_m, BLOCK_C=block_c, grid=(c_blocks, split), split=split)
+        split = triton.cdiv(4 * _sm_count(x.device), c_blocks)
+    split = max(1, min(split, t, MAX_SPLIT))
+    tiles_per_prog = triton.cdiv(t, split)
+    split = triton.cdiv(t, tiles_per_prog)  # no empty programs; the last may get fewer tiles
+    return dict(C=c, I=i_, TI=ti, T=t, s_o=s_o, s_c=s_c, s_i=s_i, count=n * h * w, c_blocks=c_blocks,
+                tiles_per_prog=tiles_per_prog, split=split, SPLIT_P2=triton.next_power_of_2(split),
+                BLOCK_I=block_i, BLOCK_C=block_c)
 
 
 def _acc_dtype(x: torch.Tensor) -> torch.dtype:
@@ -241,96 +279,111 @@ def _check_triton(x: torch.Tensor) -> None:
     if not HAS_TRITON:
         raise RuntimeError("backend='triton' needs the triton package (pip install triton); "
                            "use backend='reference' or 'auto' without it")
-    if x.device.type == "cpu" and not _interpreted():
+    if x.device.type == "cpu" and not INTERPRETED:
         raise RuntimeError("Triton kernels on CPU tensors run only in Triton's interpreter: set TRITON_INTERPRET=1 "
                            "in the environment before kernels.bn_relu is imported, or use backend='reference'")
     if x.numel() >= 2**31:
         raise ValueError(f"input of {x.numel():,} elements exceeds the kernels' int32 offsets")
 
 
+def _plain(kernel):
+    return kernel
+
+
 def bn_relu_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor,
-                    running_var: torch.Tensor, training: bool, momentum: float, eps: float):
-    """Launch the forward kernels. x: (N, C, H, W); weight, bias, running stats: (C,) fp32 (not modified).
-    Returns y (x's dtype and layout), mean and rstd (C,) fp32 used to normalise (saved for backward), and
-    the running mean and var after this batch (new tensors; copies of the old ones in eval mode)."""
+                    running_var: torch.Tensor, training: bool, momentum: float, eps: float, wrap=_plain):
+    """Launch the forward kernels (2 in training, 1 in eval). x: (N, C, H, W); weight, bias, running stats: (C,)
+    (not modified). Returns y (x's dtype and layout); mean and rstd (C,) in the statistics' dtype, saved for
+    backward; the running mean and var after this batch (new tensors). `wrap` is torch.library.wrap_triton
+    inside a triton_op."""
     _check_triton(x)
-    x = _dense(x)
+    x = x.contiguous(memory_format=_memory_format(x))
     g = _geometry(x)
+    acc = _acc_dtype(x)
     y = torch.empty_like(x)
+    mean = torch.empty(g["C"], device=x.device, dtype=acc)
+    rstd = torch.empty_like(mean)
+    new_mean, new_var = torch.empty_like(running_mean), torch.empty_like(running_var)
+    view = (g["C"], g["I"], g["TI"])
+    strides = (g["s_o"], g["s_c"], g["s_i"])
     if training:
-        if g["M"] < 2:
+        if g["count"] < 2:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
-        acc = _acc_dtype(x)
-        shift = x[0, :, 0, 0].to(acc).contiguous()
-        psum = torch.empty((g["split"], g["C"]), device=x.device, dtype=acc)
-        psumsq = torch.empty_like(psum)
-        mean = torch.empty(g["C"], device=x.device, dtype=acc)
-        rstd = torch.empty_like(mean)
-        new_mean, new_var = torch.empty_like(running_mean), torch.empty_like(running_var)
-        _bn_relu_fwd_stats_kernel[g["grid"]](x, shift, psum, psumsq, g["M"], g["C"], g["HW"], g["stride_n"],
-                                             g["stride_c"], g["stride_hw"], g["m_per_prog"],
-                                             BLOCK_M=g["BLOCK_M"], BLOCK_C=g["BLOCK_C"])
-        _bn_relu_fwd_finalize_kernel[(g["grid"][0],)](psum, psumsq, shift, mean, rstd, running_mean, running_var,
-                                                      new_mean, new_var, g["split"], g["C"], g["M"], eps, momentum, BLOCK_C=g["BLOCK_C"])
-    else:
-        mean = running_mean.to(_acc_dtype(x)).clone()
-        rstd = torch.rsqrt(running_var.to(_acc_dtype(x)) + eps)
-        new_mean, new_var = running_mean.clone(), running_var.clone()
-    _bn_relu_fwd_apply_kernel[g["grid"]](x, y, mean, rstd, weight, bias, g["M"], g["C"], g["HW"], g["stride_n"],
-                                         g["stride_c"], g["stride_hw"], g["m_per_prog"],
-                                         BLOCK_M=g["BLOCK_M"], BLOCK_C=g["BLOCK_C"])
+        part = torch.empty((2 * g["split"], g["C"]), device=x.device, dtype=acc)
+        tickets = torch.zeros(g["c_blocks"], device=x.device, dtype=torch.int32)
+        wrap(_bn_relu_fwd_stats_kernel)[(g["split"], g["c_blocks"])](
+            x, running_mean, running_var, part, tickets, mean, rstd, new_mean, new_var, *view, g["T"], *strides,
+            g["tiles_per_prog"], g["split"], g["count"], float(momentum), float(eps),
+            SPLIT_P2=g["SPLIT_P2"], BLOCK_I=g["BLOCK_I"], BLOCK_C=g["BLOCK_C"])
+    wrap(_bn_relu_fwd_apply_kernel)[(g["T"], g["c_blocks"])](
+        x, y, mean, rstd, weight, bias, running_mean, running_var, new_mean, new_var, *view, *strides, float(eps),
+        TRAINING=training, BLOCK_I=g["BLOCK_I"], BLOCK_C=g["BLOCK_C"])
     return y, mean, rstd, new_mean, new_var
 
 
 def bn_relu_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                     mean: torch.Tensor, rstd: torch.Tensor, training: bool):
-    """Launch the backward kernels. dy, x: (N, C, H, W); the rest (C,) fp32. Returns dx, dweight, dbias."""
+                     mean: torch.Tensor, rstd: torch.Tensor, training: bool, wrap=_plain):
+    """Launch the 2 backward kernels. dy, x: (N, C, H, W); the rest (C,). Returns dx, dweight, dbias
+    (the last two in the statistics' dtype)."""
     _check_triton(x)
-    x = _dense(x)
+    x = x.contiguous(memory_format=_memory_format(x))
     dy = dy.contiguous(memory_format=_memory_format(x))  # the kernels index both with x's strides
     g = _geometry(x)
+    acc = _acc_dtype(x)
     dx = torch.empty_like(x)
-    pdb = torch.empty((g["split"], g["C"]), device=x.device, dtype=_acc_dtype(x))
-    pdw = torch.empty_like(pdb)
-    dweight = torch.empty(g["C"], device=x.device, dtype=_acc_dtype(x))
+    part = torch.empty((2 * g["split"], g["C"]), device=x.device, dtype=acc)
+    tickets = torch.zeros(g["c_blocks"], device=x.device, dtype=torch.int32)
+    dweight = torch.empty(g["C"], device=x.device, dtype=acc)
     dbias = torch.empty_like(dweight)
-    common = (g["M"], g["C"], g["HW"], g["stride_n"], g["stride_c"], g["stride_hw"], g["m_per_prog"])
-    _bn_relu_bwd_reduce_kernel[g["grid"]](dy, x, mean, rstd, weight, bias, pdb, pdw, *common,
-                                          BLOCK_M=g["BLOCK_M"], BLOCK_C=g["BLOCK_C"])
-    _bn_relu_bwd_dx_kernel[g["grid"]](dy, x, dx, mean, rstd, weight, bias, pdb, pdw, dweight, dbias, g["split"],
-                                      *common, TRAINING=training, BLOCK_M=g["BLOCK_M"], BLOCK_C=g["BLOCK_C"])
+    view = (g["C"], g["I"], g["TI"])
+    strides = (g["s_o"], g["s_c"], g["s_i"])
+    wrap(_bn_relu_bwd_reduce_kernel)[(g["split"], g["c_blocks"])](
+        dy, x, mean, rstd, weight, bias, part, tickets, dweight, dbias, *view, g["T"], *strides,
+        g["tiles_per_prog"], g["split"], SPLIT_P2=g["SPLIT_P2"], BLOCK_I=g["BLOCK_I"], BLOCK_C=g["BLOCK_C"])
+    wrap(_bn_relu_bwd_dx_kernel)[(g["T"], g["c_blocks"])](
+        dy, x, dx, mean, rstd, weight, bias, dweight, dbias, *view, *strides, g["count"],
+        TRAINING=training, BLOCK_I=g["BLOCK_I"], BLOCK_C=g["BLOCK_C"])
     return dx, dweight, dbias
 
 
-# ---- custom ops: opaque to torch.compile, differentiable through register_autograd ------------------
+# ---- the op: triton_op on CUDA (traceable), custom_op around the interpreter ------------------------------
+
+FwdOut = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+BwdOut = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+# triton_op decomposes into wrap_triton launches, which need compiled (JIT) kernels: not the interpreter's.
+TRACEABLE = HAS_TRITON and not INTERPRETED and hasattr(torch.library, "triton_op")
+_wrap = torch.library.wrap_triton if TRACEABLE else _plain
+
+
+def _fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor,
+         running_var: torch.Tensor, training: bool, momentum: float, eps: float) -> FwdOut:
+    return bn_relu_forward(x, weight, bias, running_mean, running_var, training, momentum, eps, wrap=_wrap)
+
+
+def _bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
+         rstd: torch.Tensor, training: bool) -> BwdOut:
+    return bn_relu_backward(dy, x, weight, bias, mean, rstd, training, wrap=_wrap)
+
 
 def _out_like(x: torch.Tensor) -> torch.Tensor:
     return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
 
 
-# Functional (autograd needs it): the new running statistics are outputs, copied into the buffers by the module.
-@torch.library.custom_op("speedrun::bn_relu_fwd", mutates_args=())
-def bn_relu_fwd_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor,
-                   running_var: torch.Tensor, training: bool, momentum: float, eps: float
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return bn_relu_forward(x, weight, bias, running_mean, running_var, training, momentum, eps)
+if TRACEABLE:  # the function body is the fake implementation too: it only allocates and launches
+    bn_relu_fwd_op = torch.library.triton_op("speedrun::bn_relu_fwd", _fwd, mutates_args=())
+    bn_relu_bwd_op = torch.library.triton_op("speedrun::bn_relu_bwd", _bwd, mutates_args=())
+else:  # functional: the new running statistics are outputs, copied into the buffers by the module
+    bn_relu_fwd_op = torch.library.custom_op("speedrun::bn_relu_fwd", _fwd, mutates_args=())
+    bn_relu_bwd_op = torch.library.custom_op("speedrun::bn_relu_bwd", _bwd, mutates_args=())
 
+    @bn_relu_fwd_op.register_fake
+    def _(x, weight, bias, running_mean, running_var, training, momentum, eps):
+        stat = lambda: x.new_empty(x.shape[1], dtype=_acc_dtype(x))  # noqa: E731
+        return _out_like(x), stat(), stat(), torch.empty_like(running_mean), torch.empty_like(running_var)
 
-@bn_relu_fwd_op.register_fake
-def _(x, weight, bias, running_mean, running_var, training, momentum, eps):
-    stat = lambda: x.new_empty(x.shape[1], dtype=_acc_dtype(x))  # noqa: E731
-    return _out_like(x), stat(), stat(), torch.empty_like(running_mean), torch.empty_like(running_var)
-
-
-@torch.library.custom_op("speedrun::bn_relu_bwd", mutates_args=())
-def bn_relu_bwd_op(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
-                   rstd: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return bn_relu_backward(dy, x, weight, bias, mean, rstd, training)
-
-
-@bn_relu_bwd_op.register_fake
-def _(dy, x, weight, bias, mean, rstd, training):
-    return _out_like(x), x.new_empty(x.shape[1], dtype=_acc_dtype(x)), x.new_empty(x.shape[1], dtype=_acc_dtype(x))
+    @bn_relu_bwd_op.register_fake
+    def _(dy, x, weight, bias, mean, rstd, training):
+        return _out_like(x), x.new_empty(x.shape[1], dtype=_acc_dtype(x)), x.new_empty(x.shape[1], dtype=_acc_dtype(x))
 
 
 def _setup_context(ctx, inputs, output):
