@@ -10,6 +10,8 @@ ARGS ?=
 OUT ?= out/gpu-check
 TORCH_PIN ?= torch==2.13.0
 GPUS ?= 1
+PHASE ?= all
+LADDER ?=
 
 ifeq ($(strip $(PYTHON)),)
 VENV := .venv
@@ -20,7 +22,7 @@ PY := $(PYTHON)
 SETUP :=
 endif
 
-.PHONY: bench test setup leaderboard bench-pipeline bench-kernels gpu-check lr-find report choose-fast clean-venv
+.PHONY: bench ladder test setup leaderboard bench-pipeline bench-kernels gpu-check lr-find report choose-fast clean-venv
 
 setup: $(SETUP)
 
@@ -39,8 +41,16 @@ else
 LAUNCH := $(PY) -m torch.distributed.run --standalone --nproc_per_node=$(GPUS) -m bench
 endif
 
+# LADDER=1: the variant ladder (eager -> +device -> +bf16 -> +channels-last -> +compile -> +CUDA graphs -> +Triton)
 bench: $(SETUP)
+ifeq ($(strip $(LADDER)),1)
+	$(LAUNCH) ladder --preset=$(PRESET) --profile=$(PROFILE) --runs=$(RUNS) $(ARGS)
+else
 	$(LAUNCH) race --preset=$(PRESET) --profile=$(PROFILE) --runs=$(RUNS) --variants=$(VARIANTS) $(ARGS)
+endif
+
+ladder: $(SETUP)
+	$(LAUNCH) ladder --preset=$(PRESET) --profile=$(PROFILE) --runs=$(RUNS) $(ARGS)
 
 test: $(SETUP)
 	$(PY) -m pytest -q tests
@@ -64,8 +74,9 @@ bench-pipeline: $(SETUP)
 bench-kernels: $(SETUP)
 	$(PY) -m bench kernel-bench $(ARGS)
 
+# PHASE=nodata (<= 3 min, no data needed) | data (<= 8 min, CIFAR10_DIR) | all; results in OUT/gpu-check-PHASE.tar.gz
 gpu-check:
-	bash scripts/gpu_check.sh "$(OUT)" "$(if $(strip $(PYTHON)),$(PYTHON),python3)"
+	bash scripts/gpu_check.sh "$(OUT)" "$(if $(strip $(PYTHON)),$(PYTHON),python3)" "$(PHASE)"
 
 clean-venv:
 	rm -rf $(VENV)

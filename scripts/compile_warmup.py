@@ -1,0 +1,59 @@
+"""Compile warm-up without data: each asked variant trained for one short epoch on random images, untimed.
+
+The first compile of a variant took 26-33 s on the H200 (issue 14's runs). Done in the data-free phase of
+`make gpu-check`, it fills Inductor's on-disk cache (same machine, same shapes: batch 512, evaluation batch
+1024 over 10,000 test images), so the timed runs of the data phase start sooner; their own warm-up is still
+timed and reported apart. Prints the warm-up seconds per variant: the compile time, on its own.
+Usage: python scripts/compile_warmup.py [--preset=fast] [--variants=compile,cuda-graphs] [--device=auto]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from bench.config import ConfigError, build_config  # noqa: E402
+from bench.train import resolve_device, train  # noqa: E402
+from pipeline import CIFAR10  # noqa: E402
+
+
+def synthetic(n_train: int, n_test: int, device: torch.device) -> CIFAR10:
+    """Random uint8 images and labels with CIFAR-10's shapes: what compilation sees is shapes, not pixels."""
+    g = torch.Generator().manual_seed(0)
+    images = lambda n: torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)  # noqa: E731
+    labels = lambda n: torch.randint(0, 10, (n,), generator=g)  # noqa: E731
+    return CIFAR10(images(n_train), labels(n_train), images(n_test), labels(n_test)).to(device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
+    p.add_argument("--preset", default="fast")
+    p.add_argument("--variants", default="compile,cuda-graphs")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--train-images", type=int, default=1024)
+    p.add_argument("--test-images", type=int, default=10000)
+    args = p.parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+        cfgs = [build_config(args.preset, v, "full", {"epochs": "1", "device": args.device}, device.type)
+                for v in args.variants.split(",") if v]
+    except (ConfigError, RuntimeError) as e:
+        print(f"compile warm-up: {e}", file=sys.stderr)
+        return 2
+    data = synthetic(args.train_images, args.test_images, device)
+    for cfg in cfgs:
+        t0 = time.perf_counter()
+        r = train(cfg, data, write=False, quiet=True)
+        print(f"compile warm-up {cfg.preset}/{cfg.variant} (compile {cfg.train.compile}, norm {cfg.model.norm_kernel}): "
+              f"warm-up {r.warmup_s:.1f} s, whole short run {time.perf_counter() - t0:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
