@@ -1,0 +1,48 @@
+"""Where a row's code came from: git_commit without .git, and results imported from another machine."""
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench import results
+from bench.results import EPOCH_COLUMNS, RUN_COLUMNS, write_csv
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_git_commit_without_git_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_GIT_COMMIT", "d9ecd36")
+    assert results.git_commit(tmp_path) == "d9ecd36"  # tmp_path has no .git (it may sit inside a repository)
+    monkeypatch.delenv("BENCH_GIT_COMMIT")
+    assert results.git_commit(tmp_path) == "unknown"
+    assert "BENCH_GIT_COMMIT" in results.commit_note("unknown") and results.commit_note("d9ecd36") == ""
+
+
+def test_every_csv_takes_the_one_list_of_environment_columns():
+    from bench import choose, kernel_bench, lr_find, pipeline_bench
+    for columns in (RUN_COLUMNS, lr_find.LR_FIND_COLUMNS, choose.VARIANT_COLUMNS, kernel_bench.KERNEL_COLUMNS,
+                    pipeline_bench.PIPELINE_COLUMNS):
+        at = columns.index(results.ENV_COLUMNS[0])
+        assert columns[at:at + len(results.ENV_COLUMNS)] == results.ENV_COLUMNS
+
+
+def test_import_sets_the_commit_renames_the_preset_keeps_orphans_and_is_idempotent(tmp_path):
+    src, dest = tmp_path / "gpu", tmp_path / "results"
+    cfg = json.dumps({"preset": "fast", "train": {"epochs": 8}})
+    write_csv(src / "runs.csv", RUN_COLUMNS, [{"run_id": "r1", "git_commit": "unknown", "preset": "fast",
+                                               "config_json": cfg}])
+    for run in ("r1", "killed"):
+        write_csv(src / "runs" / run / "epochs.csv", EPOCH_COLUMNS, [])
+    cmd = [sys.executable, str(ROOT / "scripts" / "import_runs.py"), str(src), "--name=gpu-test",
+           f"--results-dir={dest}", "--git-commit=d9ecd36", "--rename-preset=fast=fast8"]
+    for _ in range(2):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+    with open(dest / "runs.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and rows[0]["git_commit"] == "d9ecd36" and rows[0]["preset"] == "fast8"
+    assert json.loads(rows[0]["config_json"])["preset"] == "fast8"
+    assert (dest / "runs" / "killed" / "epochs.csv").is_file()
+    provenance = (dest / "imports" / "gpu-test.md").read_text()
+    assert "without .git" in provenance and "`fast` -> `fast8`" in provenance
