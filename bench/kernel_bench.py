@@ -1,9 +1,11 @@
 """`make bench-kernels`: fused Triton BN+ReLU vs eager and compiled BN+ReLU at the model's shapes (CUDA only).
 
 Times with triton.testing.do_bench (median and 20/80% quantiles, ms). Achieved GB/s uses the bytes each
-pass must move (kernels/bn_relu.py docstring): training forward 3*E*b, backward 5*E*b; the same byte
-counts are used for eager and compiled, so the columns compare time at equal work. The card's copy
-bandwidth (read + write of 1 GiB) is measured in the same run as the ceiling.
+training pass must move (kernels/bn_relu.py docstring): forward 3*E*b (read x for the statistics, read x and
+write y), backward 5*E*b (read x and dy for the sums, read them again and write dx); the same byte counts are
+used for eager and compiled, so the columns compare time at equal work. Launches per call are counted with
+the CUDA profiler (kernels, memsets and copies on the device), forward alone and forward+backward minus
+forward. The card's copy bandwidth (read + write of 1 GiB) is measured in the same run as the ceiling.
 """
 from __future__ import annotations
 
@@ -17,8 +19,31 @@ from torch import nn
 from .results import ENV_COLUMNS, append_row, environment
 
 SHAPES = [(512, 64, 32, 32), (512, 128, 16, 16), (512, 256, 8, 8), (512, 512, 4, 4)]  # BN inputs of CustomResNet
-KERNEL_COLUMNS = ("timestamp", *ENV_COLUMNS, "impl", "pass", "shape", "dtype", "layout", "ms_median", "ms_p20", "ms_p80",
-                  "gb_per_s", "copy_gb_per_s", "pct_of_copy")
+KERNEL_COLUMNS = ("timestamp", *ENV_COLUMNS, "impl", "pass", "shape", "dtype", "layout", "ms_median", "ms_p20",
+                  "ms_p80", "gb_per_s", "copy_gb_per_s", "pct_of_copy", "bytes", "launches")
+PASS_BYTES_PER_ELEMENT = {"forward": 3, "backward": 5}  # element-sized reads + writes each pass must make
+
+
+def pass_bytes(pass_name: str, shape: tuple[int, ...], element_size: int) -> int:
+    """Bytes a training pass of BN+ReLU must move at least (two-pass algorithm): 3*E*b forward, 5*E*b backward."""
+    elems = 1
+    for d in shape:
+        elems *= d
+    return PASS_BYTES_PER_ELEMENT[pass_name] * elems * element_size
+
+
+def count_launches(fn, tensors=()) -> int:
+    """Device activities (kernels, memsets, copies) one call of fn puts on the GPU, after a warm-up call.
+    The tensors' .grad is cleared first, so backward writes gradients instead of adding to them."""
+    from torch.profiler import ProfilerActivity, profile
+    fn()
+    torch.cuda.synchronize()
+    for t in tensors:
+        t.grad = None
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
 
 
 def copy_bandwidth_gbs(device: torch.device) -> float:
@@ -52,38 +77,47 @@ def measure(device: torch.device, dtypes=(torch.float32, torch.bfloat16), layout
                 x = torch.randn(shape, device=device, dtype=dtype)
                 if layout == "channels_last":
                     x = x.contiguous(memory_format=torch.channels_last)
-                elems, b = x.numel(), x.element_size()
                 for impl, make in _impls().items():
                     mod = make(shape[1]).to(device).train()
                     xg = x.detach().clone().requires_grad_(True)
-                    y = mod(xg)
-                    dy = torch.randn_like(y)
-                    mod(xg).backward(dy)  # compile forward and backward before any timing
-                    fwd = do_bench(lambda: mod(x), quantiles=[0.5, 0.2, 0.8])
-                    fwd_bwd = do_bench(lambda: mod(xg).backward(dy), quantiles=[0.5, 0.2, 0.8],
+                    dy = torch.randn_like(mod(xg))
+
+                    def fwd_call():
+                        return mod(xg)
+
+                    def fwd_bwd_call():
+                        mod(xg).backward(dy)
+                    fwd_bwd_call()  # compile forward and backward before any timing
+                    fwd = do_bench(fwd_call, quantiles=[0.5, 0.2, 0.8])
+                    fwd_bwd = do_bench(fwd_bwd_call, quantiles=[0.5, 0.2, 0.8],
                                        grad_to_none=[xg] + list(mod.parameters()))
                     bwd = [max(fb - f, 1e-6) for fb, f in zip(fwd_bwd, fwd)]
-                    for name, (med, p20, p80), nbytes in (("forward", fwd, 3 * elems * b),
-                                                          ("backward", bwd, 5 * elems * b)):
+                    n_fwd = count_launches(fwd_call)
+                    n_bwd = count_launches(fwd_bwd_call, [xg] + list(mod.parameters())) - n_fwd
+                    for name, (med, p20, p80), launches in (("forward", fwd, n_fwd), ("backward", bwd, n_bwd)):
+                        nbytes = pass_bytes(name, shape, x.element_size())
                         gbs = nbytes / (med * 1e-3) / 1e9
                         rows.append({"impl": impl, "pass": name, "shape": "x".join(map(str, shape)),
                                      "dtype": str(dtype).replace("torch.", ""), "layout": layout,
                                      "ms_median": med, "ms_p20": p20, "ms_p80": p80, "gb_per_s": gbs,
-                                     "copy_gb_per_s": copy_gbs, "pct_of_copy": 100 * gbs / copy_gbs})
+                                     "copy_gb_per_s": copy_gbs, "pct_of_copy": 100 * gbs / copy_gbs,
+                                     "bytes": nbytes, "launches": launches})
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| shape | dtype | layout | pass | triton ms | eager ms | compiled ms | triton GB/s | % of copy |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    """Markdown: one line per (shape, dtype, layout, pass); ms and launches for each implementation."""
+    lines = ["| shape | dtype | layout | pass | MB | triton ms | eager ms | compiled ms | launches t/e/c "
+             "| triton GB/s | % of copy |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     keyed = {(r["shape"], r["dtype"], r["layout"], r["pass"], r["impl"]): r for r in rows}
     for (shape, dtype, layout, pas, impl), r in keyed.items():
         if impl != "triton":
             continue
         e = keyed[(shape, dtype, layout, pas, "eager")]
         c = keyed[(shape, dtype, layout, pas, "compiled")]
-        lines.append(f"| {shape} | {dtype} | {layout} | {pas} | {r['ms_median']:.3f} | {e['ms_median']:.3f} | "
-                     f"{c['ms_median']:.3f} | {r['gb_per_s']:.0f} | {r['pct_of_copy']:.0f}% |")
+        lines.append(f"| {shape} | {dtype} | {layout} | {pas} | {r['bytes'] / 1e6:.1f} | {r['ms_median']:.3f} | "
+                     f"{e['ms_median']:.3f} | {c['ms_median']:.3f} | {r['launches']}/{e['launches']}/{c['launches']} | "
+                     f"{r['gb_per_s']:.0f} | {r['pct_of_copy']:.0f}% |")
     return "\n".join(lines)
 
 
@@ -101,8 +135,7 @@ def main(results_dir: str = "results", dtypes: str = "fp32,bf16", layouts: str =
         print(f"config error: layouts={layouts!r}; choose from channels_last,nchw", file=sys.stderr)
         return 2
     if not torch.cuda.is_available():
-        print("bench-kernels needs a CUDA device (do_bench times GPU kernels); none is visible, no rows written. "
-              "Kernel correctness on this machine: make test (tests/test_bn_relu.py, Triton interpreter).")
+        print("bench-kernels needs a CUDA device (it times GPU kernels); none is visible, no rows written.")
         return 0
     device = torch.device("cuda")
     rows = measure(device, dts, lays)

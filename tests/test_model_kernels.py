@@ -28,6 +28,16 @@ def rel_tol(t: torch.Tensor, tol: float) -> float:
     return tol * t.abs().max().item() + 1e-30
 
 
+@pytest.fixture
+def no_tf32():
+    """fp32 comparisons compare fp32 math: CUDA convolutions default to TF32 (10-bit mantissa), which moved
+    train-mode logits by 2e-3 on an H200. Restored afterwards."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @pytest.mark.parametrize("device", TRITON_DEVICES)
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_logits_loss_and_every_gradient_match_in_fp64(device, channels_last):
@@ -51,12 +61,12 @@ def test_logits_loss_and_every_gradient_match_in_fp64(device, channels_last):
             name.replace("bias", "weight")].grad
         assert_close(pf.grad, pe.grad, rtol=1e-7, atol=rel_tol(scale, 1e-7), what=f"grad {name}")
     for (name, be), (_, bf) in zip(eager.named_buffers(), fused.named_buffers()):
-        # compiled Triton passes Python floats (momentum, eps) as fp32 scalars: 0.1 is then off by 1.5e-9
-        assert_close(bf, be, rtol=1e-8, atol=1e-12, what=f"buffer {name}")
+        # fp64 running statistics, momentum and eps included (the kernels type float scalars as tl.float64)
+        assert_close(bf, be, rtol=1e-12, atol=1e-12, what=f"buffer {name}")
 
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)
-def test_fp32_forward_matches(device):
+def test_fp32_forward_matches(device, no_tf32):
     eager, fused = twins(device)
     x = torch.randn(8, 3, 32, 32, device=device)
     le, lf = eager(x), fused(x)
@@ -68,7 +78,7 @@ def test_fp32_forward_matches(device):
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-8), (torch.float32, 2e-2)])
-def test_a_few_training_steps_stay_together(device, dtype, tol):
+def test_a_few_training_steps_stay_together(device, dtype, tol, no_tf32):
     eager, fused = twins(device, dtype)
     opts = [torch.optim.Adam(m.parameters(), lr=1e-3, weight_decay=1e-4) for m in (eager, fused)]
     gen = torch.Generator(device).manual_seed(0)
@@ -83,6 +93,12 @@ def test_a_few_training_steps_stay_together(device, dtype, tol):
             opt.step()
             losses[i].append(loss.item())
     assert_close(torch.tensor(losses[1]), torch.tensor(losses[0]), rtol=tol, atol=0, what="loss per step")
+    if dtype != torch.float64:
+        # fp32 eval logits after training are ill-conditioned: the conv biases before a BN get gradients that
+        # are zero up to rounding, Adam turns two roundings into opposite full-lr steps, and eval-mode BN does
+        # not cancel them (seen: 0.037 vs 0.043 on the CPU, 88 of 160 off on an H200; SGD gave 10% too).
+        # The fp64 case checks the same path tightly.
+        return
     eager.eval(), fused.eval()
     x = torch.randn(16, 3, 32, 32, device=device, generator=gen, dtype=dtype)
     with torch.no_grad():
