@@ -133,11 +133,12 @@ LR_FIND_COLUMNS = ("timestamp", *ENV_COLUMNS, "preset", "optimizer", "weight_dec
 def run_finder(cfg, start_lr: float = 1e-7, end_lr: float = 10.0, num_iter: int = 200, mode: str = "exp",
                write: bool = True) -> LRFindResult:
     """The finder on the run's own pipeline and model (reference settings: Adam, wd 1e-4, 1e-7..10, 200 exp)."""
-    from pipeline import load_cifar10, make_loader
+    from pipeline import load_cifar10, loader_spec, make_loader
 
     from model.transforms import build_model
     from .results import append_row, environment
-    from .train import loader_spec, make_optimizer, resolve_device
+    from .step import make_optimizer
+    from .train import resolve_device
 
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
@@ -150,7 +151,7 @@ def run_finder(cfg, start_lr: float = 1e-7, end_lr: float = 10.0, num_iter: int 
         for epoch in itertools.count():
             yield from loader.epoch(epoch)
     model = build_model(cfg.model, device, t.channels_last)
-    opt, _ = make_optimizer(model.parameters(), cfg, 1)
+    opt = make_optimizer(model.parameters(), cfg, 1.0)
     res = lr_range_test(model, opt, batches(), start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, mode=mode,
                         precision=t.precision,
                         loss_fn=lambda out, y: F.cross_entropy(out, y, label_smoothing=cfg.optim.label_smoothing))

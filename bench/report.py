@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline import CIFAR10, CLASSES, MEAN, STD, load_cifar10, make_loader
+from pipeline import CIFAR10, CLASSES, MEAN, STD, load_cifar10, loader_spec, make_loader
 
 from .config import RunConfig, from_dict
 from .results import write_csv
@@ -105,7 +105,6 @@ def plot_misclassified(images: torch.Tensor, labels: np.ndarray, preds: np.ndarr
 def plot_samples(cfg: RunConfig, data: CIFAR10, path: Path, per_class: int = 8) -> None:
     """Training images per class after the run's augmentation (one batch of the device loader, un-normalised)."""
     plt = _plt()
-    from .train import loader_spec  # train imports this module
     spec = replace(loader_spec(cfg, min(1024, len(data.train_images)), cfg.train.seed),
                    dtype=torch.float32, channels_last=False)
     x, y = next(make_loader("device", data.train_images.cpu(), data.train_labels.cpu(), spec).epoch(0))

@@ -21,7 +21,7 @@ RUN_COLUMNS = (
     "run_id", "timestamp", *ENV_COLUMNS, "world_size", "preset", "variant", "profile", "seed", "status", "epochs_run",
     "target_acc", "target_epoch", "time_to_target_s", "train_time_s", "eval_time_s", "warmup_s",
     "wall_time_s", "data_wait_s", "final_test_acc", "best_test_acc", "images_per_s",
-    "diverged_epoch", "diverged_step", "pipeline", "precision", "channels_last", "compile",
+    "diverged_epoch", "diverged_step", "diverged_reason", "pipeline", "precision", "channels_last", "compile",
     "norm_kernel", "train_images", "test_images", "data_fingerprint", "config_json",
 )
 EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_time_s",

@@ -1,13 +1,17 @@
 """The one training loop. Every variant (pipeline, precision, layout, compile, kernels) is an input to it.
 
-Clock: `train_time_s` sums the device-synchronised time of each epoch's training steps (data loading
-included: it is part of the cost); evaluation after each epoch and the untimed warm-up (compilation)
-are timed apart. `time_to_target_s` is the training time up to the end of the first epoch whose test
-accuracy reaches the target (plus that epoch's evaluation when test-time augmentation is on).
+Read top to bottom: `setup_run` (data, loader, model, step, warm-up), `run_epoch` (the timed steps, then one host
+read of the epoch's record), `fit` (epochs, evaluation, the target), `train` (fit, then record: epoch log, row,
+report). Inside an epoch nothing reads a tensor back to the host (bench/step.py); divergence is judged at its end.
+
+Clock: `train_time_s` sums the device-synchronised time of each epoch's training steps (data loading and
+augmentation included: they are part of the cost; so is a data-dependent initialisation such as whitening, in epoch
+1). Evaluation after each epoch and the untimed warm-up (compilation) are timed apart. `time_to_target_s` is the
+training time up to the end of the first epoch whose test accuracy reaches the target (plus that epoch's
+evaluation when test-time augmentation is on).
 """
 from __future__ import annotations
 
-import copy
 import math
 import secrets
 import time
@@ -23,14 +27,19 @@ from tqdm import tqdm
 
 from model.init import dirac_convs_, whiten_conv_
 from model.transforms import DTYPES, autocast, build_model, compile_model
-from pipeline import CIFAR10, LoaderSpec, eval_batches, load_cifar10, make_loader
+from pipeline import CIFAR10, eval_batches, load_cifar10, loader_spec, make_loader
+from pipeline.cifar10 import data_fingerprint
 
 from .config import RunConfig
+from .distributed import DistInfo, all_reduce_sum, barrier, env_is_main, init_distributed, shard, wrap_ddp
 from .ema import WeightEMA
-from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shard, wrap_ddp
+from .progress import Progress
 from .report import write_report
-from .results import EPOCH_COLUMNS, append_row, environment, write_csv
+from .results import EPOCH_COLUMNS, append_row, commit_note, environment, write_csv
+from .step import TrainStep
 from .timer import Timer, synchronize
+
+LOSS_BOUND = 100.0  # a step's loss above this many times the run's first loss is divergence, finite or not
 
 
 @dataclass
@@ -48,10 +57,15 @@ class RunResult:
     final_test_acc: float
     best_test_acc: float
     images_per_s: float
-    diverged_at: tuple[int, int] | None = None  # (epoch, step), 1-based epoch
+    diverged_at: tuple[int, int] | None = None  # (epoch, step), 1-based both
+    diverged_reason: str = ""
     epochs: list[dict[str, Any]] = field(default_factory=list)
     run_dir: Path | None = None
     model: torch.nn.Module | None = field(default=None, repr=False)  # the trained model (DDP/compile-wrapped)
+    preds: np.ndarray | None = field(default=None, repr=False)  # last evaluation's test predictions (one process)
+    env: dict[str, Any] = field(default_factory=dict, repr=False)  # environment stamp taken at the start
+    info: DistInfo = field(default_factory=DistInfo, repr=False)
+    data: CIFAR10 | None = field(default=None, repr=False)  # the splits the run used (subsets applied)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -65,20 +79,6 @@ def resolve_device(name: str) -> torch.device:
 
 def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-
-
-def loader_spec(cfg: RunConfig, batch_size: int, seed: int) -> LoaderSpec:
-    """What the run's training loader must produce (augmentation, dtype, layout) for one process."""
-    return LoaderSpec(batch_size=batch_size, crop_padding=cfg.aug.crop_padding, flip=cfg.aug.flip,
-                      flip_alternate=cfg.aug.flip_alternate,
-                      cutout_size=cfg.aug.cutout_size, cutout_prob=cfg.aug.cutout_prob, cutout_clip=cfg.aug.cutout_clip,
-                      drop_last=cfg.data.drop_last, seed=seed, dtype=DTYPES[cfg.train.precision],
-                      channels_last=cfg.train.channels_last)
-
-
-def trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """The parameters the optimiser updates (frozen ones, e.g. a whitened first conv, are left out)."""
-    return [p for p in model.parameters() if p.requires_grad]
 
 
 def init_model(model: torch.nn.Module, cfg: RunConfig) -> None:
@@ -97,40 +97,25 @@ def init_from_data(model: torch.nn.Module, cfg: RunConfig, data: CIFAR10) -> Non
         whiten_conv_(model.prep[0], x, cfg.init.whiten_eps)
 
 
-def make_optimizer(params, cfg: RunConfig, steps_per_epoch: int):
-    """Optimizer and the one-cycle schedule (per step) from the config."""
-    o = cfg.optim
-    if o.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=o.lr_max / o.lr_div, weight_decay=o.weight_decay)
-    else:
-        opt = torch.optim.SGD(params, lr=o.lr_max / o.lr_div, momentum=o.momentum, nesterov=True,
-                              weight_decay=o.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=o.lr_max, total_steps=cfg.train.epochs * steps_per_epoch, pct_start=o.pct_start,
-        anneal_strategy=o.anneal, div_factor=o.lr_div, final_div_factor=o.final_div,
-        cycle_momentum=False, three_phase=False)
-    return opt, sched
-
-
 @torch.no_grad()
 def evaluate(model, images: torch.Tensor, labels: torch.Tensor, cfg: RunConfig, device: torch.device,
              info: DistInfo = DistInfo()) -> tuple[float, float, torch.Tensor]:
     """Test loss and accuracy over the whole split (each rank evaluates its share, sums are all-reduced),
-    and this rank's predicted classes."""
+    and this rank's predicted classes. One host read, at the end."""
     model.eval()
+    n = len(images)  # all ranks' shares together
     part = slice(info.rank, None, info.world)
     images, labels = images[part], labels[part]
-    sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, count
+    sums = torch.zeros(2, device=device, dtype=torch.float64)  # loss sum, correct
     preds = []
     for x, y in eval_batches(images, labels, cfg.train.eval_batch_size, DTYPES[cfg.train.precision],
                              cfg.train.channels_last):
         with autocast(device, cfg.train.precision):
             logits = sum(model(v).float() for v in tta_views(x, cfg.train.tta))
         p = logits.argmax(1)
-        sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(), (p == y).sum().double(),
-                             torch.tensor(float(len(y)), device=device, dtype=torch.float64)])
+        sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(), (p == y).sum().double()])
         preds.append(p)
-    loss_sum, correct, n = all_reduce_sum(sums, info).tolist()
+    loss_sum, correct = all_reduce_sum(sums, info).tolist()
     return loss_sum / n, correct / n, torch.cat(preds)
 
 
@@ -152,57 +137,31 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
-def train_step(model, opt, sched, scaler, x, y, cfg: RunConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimisation step; returns (loss, correct count) as device tensors (no sync)."""
-    with autocast(device, cfg.train.precision):
-        logits = model(x)
-    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.optim.label_smoothing)
-    opt.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(opt)
-    scaler.update()
-    if sched is not None:
-        sched.step()
-    return loss.detach(), (logits.detach().argmax(1) == y).sum()
+@dataclass
+class Run:
+    """What `setup_run` built and the loop carries from epoch to epoch."""
+    cfg: RunConfig
+    info: DistInfo
+    env: dict[str, Any]
+    device: torch.device
+    data: CIFAR10
+    loader: Any
+    batch_size: int  # this rank's
+    model: torch.nn.Module  # DDP-wrapped where distributed; the step compiles around it
+    plain: torch.nn.Module  # the CustomResNet itself
+    step: TrainStep
+    eval_model: torch.nn.Module  # the EMA copy (or the model), compiled like the step
+    warmup_s: float
+    quiet: bool
+    images_per_epoch: int
+    data_wait_s: float = 0.0
+    first_loss: float | None = None
 
 
-def warm_up(model, cfg: RunConfig, data: CIFAR10, device: torch.device, batch_size: int) -> float:
-    """Untimed steps (compilation, autotuning) on real images, then weights and BN statistics restored."""
-    if cfg.train.warmup_steps == 0:
-        return 0.0
-    t0 = time.perf_counter()
-    state = copy.deepcopy(model.state_dict())
-    opt, _ = make_optimizer(model.parameters(), cfg, 1)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
-    bs = min(batch_size, len(data.train_images))  # this rank's batch: the shape the timed steps will have
-    x, y = next(eval_batches(data.train_images[:bs], data.train_labels[:bs], bs, DTYPES[cfg.train.precision],
-                             cfg.train.channels_last))
-    model.train()
-    for _ in range(cfg.train.warmup_steps):
-        train_step(model, opt, None, scaler, x, y, cfg, device)
-    evaluate(model, data.test_images[:cfg.train.eval_batch_size], data.test_labels[:cfg.train.eval_batch_size],
-             cfg, device)
-    model.load_state_dict(state)
-    synchronize(device)
-    return time.perf_counter() - t0
-
-
-def _first_nonfinite(losses: torch.Tensor) -> int | None:
-    bad = ~torch.isfinite(losses)
-    return int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
-
-
-def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet: bool = False,
-          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
-    """Train `cfg` once and (when `write`) record its row in <results_dir>/runs.csv and its epoch log.
-
-    Under torchrun (WORLD_SIZE > 1) every rank runs this same loop on its shard with the global batch
-    split evenly; rank 0 alone prints and writes.
-    """
-    wall0 = time.perf_counter()
+def setup_run(cfg: RunConfig, data: CIFAR10 | None = None, quiet: bool = False) -> Run:
+    """Data, loader, model, step and warm-up: everything before the clock starts."""
     info, dist_device = init_distributed(cfg.train.device)
     device = dist_device or resolve_device(cfg.train.device)
-    quiet, write = quiet or not info.is_main, write and info.is_main
     env = environment(device)  # at the start: the commit that runs, not the one checked out when it ends
     t = cfg.train
     if t.batch_size % info.world:
@@ -218,78 +177,138 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
     if len(loader) == 0:
         raise ValueError(f"{len(data.train_images)} training images make no batch of {t.batch_size} with "
                          f"drop_last; lower train.batch_size or set data.drop_last=false")
-    model = build_model(cfg.model, device, t.channels_last)
-    init_model(model, cfg)
-    plain = model
-    model = compile_model(wrap_ddp(model, info, device, t.sync_bn), t.compile)
-    warmup_s = warm_up(model, cfg, data, device, spec.batch_size)
-    opt, sched = make_optimizer(trainable(model), cfg, len(loader))
-    scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
+    plain = build_model(cfg.model, device, t.channels_last)
+    init_model(plain, cfg)
+    model = wrap_ddp(plain, info, device, t.sync_bn)
+    # evaluated in place of the weights; BN statistics averaged too
+    ema = WeightEMA(plain, cfg.optim.ema_decay, cfg.optim.ema_every) if cfg.optim.ema_decay else None
+    step = TrainStep(model, cfg, device, len(loader), t.epochs * len(loader), ema)
+    eval_model = compile_model(ema.module if ema else model, t.compile)
+    images_per_epoch = len(loader) * spec.batch_size * info.world if cfg.data.drop_last else len(data.train_images)
+    run = Run(cfg, info, env, device, data, loader, spec.batch_size, model, plain, step, eval_model, 0.0,
+              quiet or not info.is_main, images_per_epoch)
+    run.warmup_s = warm_up(run)
+    return run
 
-    run_id = new_run_id()
-    run_dir = Path(cfg.results_dir) / "runs" / run_id
-    timer = Timer(device)
+
+def warm_up(run: Run) -> float:
+    """Untimed steps and evaluations (compilation, autotuning, CUDA-graph capture) at every shape the run uses;
+    then weights, BN statistics, optimizer state and counters go back to where they were."""
+    cfg = run.cfg
+    if cfg.train.warmup_steps == 0:
+        return 0.0
+    t0 = time.perf_counter()
+    state = {k: v.clone() for k, v in run.plain.state_dict().items()}
+    x, y = next(iter(run.loader.epoch(0)))  # the timed steps' shape, dtype and layout
+    run.model.train()
+    for _ in range(cfg.train.warmup_steps):
+        run.step.step(x, y)
+    bs, n = cfg.train.eval_batch_size, len(run.data.test_images)
+    m = bs + n % bs if n > bs else n  # a full evaluation batch and the last, smaller one
+    evaluate(run.eval_model, run.data.test_images[:m], run.data.test_labels[:m], cfg, run.device)
+    run.plain.load_state_dict(state)
+    run.step.reset()
+    synchronize(run.device)
+    return time.perf_counter() - t0
+
+
+def first_divergence(losses: list[float], first_loss: float) -> tuple[int | None, str]:
+    """(1-based step, rule) of the first step whose loss is non-finite or above LOSS_BOUND x the run's first
+    loss; (None, "") when every step is fine."""
+    bound = LOSS_BOUND * abs(first_loss) if math.isfinite(first_loss) else math.inf
+    for j, loss in enumerate(losses):
+        if not math.isfinite(loss):
+            return j + 1, "non-finite loss"
+        if loss > bound:
+            return j + 1, f"loss {loss:.3g} above {LOSS_BOUND:g}x the first step's {first_loss:.3g}"
+    return None, ""
+
+
+@dataclass
+class EpochOutcome:
+    seconds: float
+    train_loss: float = math.nan
+    train_acc: float = math.nan
+    lr: float = math.nan
+    diverged_step: int | None = None  # 1-based step within the epoch
+    diverged_reason: str = ""
+
+
+def run_epoch(run: Run, epoch: int, steps_only: bool = False) -> EpochOutcome | None:
+    """Epoch `epoch` (1-based) of timed steps; no host read until its last step is queued."""
+    cfg, info, step = run.cfg, run.info, run.step
+    run.model.train()
+    step.new_epoch()
+    lr = step.lr_values[(epoch - 1) * len(run.loader)]
+    bar = tqdm(total=len(run.loader), desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False,
+               disable=run.quiet or None)
+    progress = Progress(len(run.loader), f"epoch {epoch}/{cfg.train.epochs}", enabled=False if run.quiet else None)
+    barrier(info)
+    timer = Timer(run.device)
+    timer.start()
+    if epoch == 1:
+        init_from_data(run.plain, cfg, run.data)
+    it = iter(run.loader.epoch(epoch - 1))
+    for j in range(len(run.loader)):
+        t_fetch = time.perf_counter()
+        x, y = next(it)
+        run.data_wait_s += time.perf_counter() - t_fetch
+        step.step(x, y)
+        bar.update(1)
+        progress.update(j + 1)
+    barrier(info)
+    seconds = timer.stop()
+    bar.close()
+    if steps_only:
+        return None
+    # the epoch's one host read: every step's loss (summed over ranks: a NaN on any rank shows on all)
+    losses = (all_reduce_sum(step.losses.double(), info) / info.world).tolist()
+    correct = all_reduce_sum(step.correct.double(), info).item()
+    if run.first_loss is None:
+        run.first_loss = losses[0]
+    out = EpochOutcome(seconds, sum(losses) / len(losses), correct / run.images_per_epoch, lr)
+    out.diverged_step, out.diverged_reason = first_divergence(losses, run.first_loss)
+    return out
+
+
+def fit(cfg: RunConfig, data: CIFAR10 | None = None, quiet: bool = False,
+        on_epoch: Callable[[list[dict[str, Any]]], None] | None = None, run_id: str | None = None) -> RunResult:
+    """Train `cfg` once: epochs until the target (when `stop_at_target`), the schedule's end, or divergence.
+
+    Under torchrun (WORLD_SIZE > 1) every rank runs this same loop on its shard with the global batch split
+    evenly; rank 0 alone prints. `on_epoch(epochs)` gets the epoch log after every evaluated epoch.
+    """
+    wall0 = time.perf_counter()
+    run = setup_run(cfg, data, quiet)
+    t, info, device = cfg.train, run.info, run.device
     epochs: list[dict[str, Any]] = []
-    train_time = eval_time = data_wait = 0.0
+    train_time = eval_time = 0.0
     target_epoch = time_to_target = diverged = None
-    check_every = 1 if device.type == "cpu" else 8  # a finiteness check syncs the device (and the ranks)
-    n_epoch = len(loader) * spec.batch_size * info.world if cfg.data.drop_last else len(data.train_images)
+    reason, preds = "", None
     for epoch in range(1, t.epochs + 1):
-        model.train()
-        lr = sched.get_last_lr()[0]
-        losses: list[torch.Tensor] = []
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        bar = tqdm(total=len(loader), desc=f"epoch {epoch}/{t.epochs}", leave=False, disable=quiet or None)
-        barrier(info)
-        timer.start()
-        if epoch == 1:
-            init_from_data(plain, cfg, data)
-            # evaluated in place of the weights; BN statistics averaged too
-            ema = WeightEMA(plain, cfg.optim.ema_decay, cfg.optim.ema_every) if cfg.optim.ema_decay else None
-        it = iter(loader.epoch(epoch - 1))
-        for step in range(len(loader)):
-            t_fetch = time.perf_counter()
-            x, y = next(it)
-            data_wait += time.perf_counter() - t_fetch
-            loss, hits = train_step(model, opt, sched, scaler, x, y, cfg, device)
-            if ema is not None:
-                ema.update((epoch - 1) * len(loader) + step)
-            losses.append(loss)
-            correct += hits
-            if (step + 1) % check_every == 0 or step + 1 == len(loader):
-                window = all_reduce_sum(torch.stack(losses[-check_every:]), info)  # NaN on any rank shows on all
-                bad = _first_nonfinite(window)
-                if bad is not None:
-                    diverged = (epoch, step + 1 - len(window) + bad + 1)
-                    break
-                bar.set_postfix(loss=f"{window[-1].item() / info.world:.3f}")
-            bar.update(1)
-        barrier(info)
-        epoch_s = timer.stop()
-        bar.close()
-        train_time += epoch_s
-        if diverged:
-            if not quiet:
-                print(f"diverged: non-finite loss at epoch {diverged[0]}, step {diverged[1]}")
+        out = run_epoch(run, epoch)
+        train_time += out.seconds
+        if out.diverged_step:
+            diverged, reason = (epoch, out.diverged_step), out.diverged_reason
+            if not run.quiet:
+                print(f"diverged: {reason} at epoch {epoch}, step {out.diverged_step}")
             break
         t_eval = Timer(device)
         t_eval.start()
-        test_loss, test_acc, preds = evaluate(ema.module if ema else model, data.test_images, data.test_labels, cfg, device, info)
+        test_loss, test_acc, preds = evaluate(run.eval_model, run.data.test_images, run.data.test_labels, cfg,
+                                              device, info)
         eval_s = t_eval.stop()
         eval_time += eval_s
-        sums = all_reduce_sum(torch.stack([torch.stack(losses).mean().double(), correct.double()]), info).tolist()
-        row = {"epoch": epoch, "lr": lr, "train_loss": sums[0] / info.world, "train_acc": sums[1] / n_epoch,
-               "test_loss": test_loss, "test_acc": test_acc, "epoch_time_s": epoch_s, "train_time_s": train_time,
+        row = {"epoch": epoch, "lr": out.lr, "train_loss": out.train_loss, "train_acc": out.train_acc,
+               "test_loss": test_loss, "test_acc": test_acc, "epoch_time_s": out.seconds, "train_time_s": train_time,
                "eval_time_s": eval_s}
         epochs.append(row)
-        if write:
-            write_csv(run_dir / "epochs.csv", EPOCH_COLUMNS, epochs)
         if on_epoch:
-            on_epoch(row)
-        if not quiet:
-            print(f"epoch {epoch:2d}  lr {lr:.2e}  train loss {row['train_loss']:.3f} acc {row['train_acc']:.4f}  "
-                  f"test loss {test_loss:.3f} acc {test_acc:.4f}  {epoch_s:6.1f} s  "
-                  f"({n_epoch / epoch_s:,.0f} img/s)  total {train_time:7.1f} s", flush=True)
+            on_epoch(epochs)
+        if not run.quiet:
+            print(f"epoch {epoch:2d}  lr {out.lr:.2e}  train loss {out.train_loss:.3f} acc {out.train_acc:.4f}  "
+                  f"test loss {test_loss:.3f} acc {test_acc:.4f}  {out.seconds:6.1f} s  "
+                  f"({run.images_per_epoch / out.seconds:,.0f} img/s)  total {train_time:7.1f} s", flush=True)
         if target_epoch is None and test_acc >= t.target_acc:  # test_acc is all-reduced: every rank agrees
             # with TTA the evaluation is part of the method, so the deciding evaluation is on the clock
             target_epoch, time_to_target = epoch, train_time + (eval_s if t.tta != "none" else 0.0)
@@ -297,25 +316,48 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
                 break
 
     accs = [e["test_acc"] for e in epochs]
-    steps_done = sum(len(loader) for _ in epochs) + (diverged[1] if diverged else 0)
-    result = RunResult(
-        run_id=run_id, status="diverged" if diverged else ("reached" if target_epoch else "not_reached"),
+    steps_done = len(epochs) * len(run.loader) + (len(run.loader) if diverged else 0)
+    return RunResult(
+        run_id=run_id or new_run_id(), status="diverged" if diverged else ("reached" if target_epoch else "not_reached"),
         epochs_run=len(epochs) + (1 if diverged else 0), target_epoch=None if diverged else target_epoch,
         time_to_target_s=None if diverged else time_to_target, train_time_s=train_time, eval_time_s=eval_time,
-        warmup_s=warmup_s, wall_time_s=time.perf_counter() - wall0, data_wait_s=data_wait,
+        warmup_s=run.warmup_s, wall_time_s=time.perf_counter() - wall0, data_wait_s=run.data_wait_s,
         final_test_acc=accs[-1] if accs else math.nan, best_test_acc=max(accs) if accs else math.nan,
-        images_per_s=steps_done * spec.batch_size * info.world / train_time if train_time else 0.0,
-        diverged_at=diverged, epochs=epochs, run_dir=run_dir if write else None, model=model)
-    if write:
-        if not diverged and not info.enabled:  # the report needs every test prediction in one process
-            np.save(run_dir / "test_predictions.npy", preds.cpu().numpy().astype(np.uint8))
-            write_report(run_dir, cfg, data, preds.cpu().numpy())
-        append_row(Path(cfg.results_dir) / "runs.csv", result_row(cfg, result, env, data, info))
-    if not quiet:
-        print(summary_line(cfg, result))
-        if write:
+        images_per_s=steps_done * run.batch_size * info.world / train_time if train_time else 0.0,
+        diverged_at=diverged, diverged_reason=reason, epochs=epochs, model=run.model,
+        preds=None if diverged or info.enabled or preds is None else preds.cpu().numpy().astype(np.uint8),
+        env=run.env, info=info, data=run.data)
+
+
+def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet: bool = False,
+          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+    """`fit`, then (when `write`, on rank 0) record it: the epoch log as it goes, then the row, then the report."""
+    run_id = new_run_id()
+    run_dir = Path(cfg.results_dir) / "runs" / run_id
+
+    def log_epoch(epochs: list[dict[str, Any]]) -> None:
+        if write and env_is_main():
+            write_csv(run_dir / "epochs.csv", EPOCH_COLUMNS, epochs)
+        if on_epoch:
+            on_epoch(epochs[-1])
+    r = fit(cfg, data, quiet, log_epoch, run_id)
+    main = r.info.is_main
+    if write and main:
+        r.run_dir = run_dir
+        write_csv(run_dir / "epochs.csv", EPOCH_COLUMNS, r.epochs)  # the evidence, also when epoch 1 diverged
+        append_row(Path(cfg.results_dir) / "runs.csv", result_row(cfg, r, r.env, r.data, r.info))
+        if not quiet:
             print(f"row appended to {cfg.results_dir}/runs.csv (run {run_id}); epoch log in {run_dir}/epochs.csv")
-    return result
+        if r.preds is not None:  # after the row: a failing figure must not cost the evidence
+            try:
+                np.save(run_dir / "test_predictions.npy", r.preds)
+                write_report(run_dir, cfg, r.data.to("cpu"), r.preds)
+            except Exception as e:
+                print(f"report not written ({type(e).__name__}: {e}); the row is recorded; "
+                      f"`make report RUN={run_id}` retries", flush=True)
+    if not quiet and main:
+        print(summary_line(cfg, r, r.env))
+    return r
 
 
 def result_row(cfg: RunConfig, r: RunResult, env: dict[str, Any], data: CIFAR10,
@@ -334,18 +376,23 @@ def result_row(cfg: RunConfig, r: RunResult, env: dict[str, Any], data: CIFAR10,
         "wall_time_s": r.wall_time_s, "data_wait_s": r.data_wait_s, "final_test_acc": r.final_test_acc,
         "best_test_acc": r.best_test_acc, "images_per_s": r.images_per_s,
         "diverged_epoch": r.diverged_at[0] if r.diverged_at else None,
-        "diverged_step": r.diverged_at[1] if r.diverged_at else None,
+        "diverged_step": r.diverged_at[1] if r.diverged_at else None, "diverged_reason": r.diverged_reason,
         "pipeline": cfg.data.pipeline, "precision": t.precision, "channels_last": t.channels_last,
         "compile": t.compile, "norm_kernel": cfg.model.norm_kernel,
         "train_images": len(data.train_images), "test_images": len(data.test_images),
+        "data_fingerprint": data_fingerprint(data.source) if data.source else "",
         "config_json": cfg.to_json(),
     }
 
 
-def summary_line(cfg: RunConfig, r: RunResult) -> str:
+def summary_line(cfg: RunConfig, r: RunResult, env: dict[str, Any] | None = None) -> str:
     head = f"[{cfg.preset}/{cfg.variant}/{cfg.profile}] "
+    note = commit_note(env.get("git_commit", "")) if env else ""
+    if note:
+        head += f"({note}) "
     if r.status == "diverged":
-        return head + f"diverged at epoch {r.diverged_at[0]}, step {r.diverged_at[1]}: no time to target"
+        return head + (f"diverged at epoch {r.diverged_at[0]}, step {r.diverged_at[1]} ({r.diverged_reason}): "
+                       f"no time to target")
     if r.status == "reached":
         return head + (f"reached {100 * cfg.train.target_acc:.1f}% test accuracy in {r.time_to_target_s:.1f} s "
                        f"of training (epoch {r.target_epoch}); eval {r.eval_time_s:.1f} s, warm-up "

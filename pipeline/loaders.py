@@ -12,7 +12,7 @@ import torch
 
 from .augment import crop_indices, cutout_mask, gather_crop, normalize
 from .cifar10 import MEAN, STD
-from .spec import LoaderSpec, epoch_seed, mean_std  # noqa: F401 (re-exported: callers import them from here)
+from .spec import LoaderSpec, epoch_seed, loader_spec, mean_std  # noqa: F401 (re-exported: callers import them from here)
 
 
 class DeviceLoader:

@@ -38,6 +38,18 @@ class LoaderSpec:
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
 
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def loader_spec(cfg, batch_size: int, seed: int) -> LoaderSpec:
+    """What a run's training loader must produce (augmentation, dtype, layout) for one process; `cfg` is a RunConfig."""
+    a = cfg.aug
+    return LoaderSpec(batch_size=batch_size, crop_padding=a.crop_padding, flip=a.flip, flip_alternate=a.flip_alternate,
+                      cutout_size=a.cutout_size, cutout_prob=a.cutout_prob, cutout_clip=a.cutout_clip,
+                      drop_last=cfg.data.drop_last, seed=seed, dtype=_DTYPES[cfg.train.precision],
+                      channels_last=cfg.train.channels_last)
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """A distinct, reproducible seed per (run seed, epoch)."""
     return (seed * 1_000_003 + epoch * 7919 + 12345) % (2**63)

@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.config import build_config
-from bench.train import init_model, trainable
+from bench.step import trainable
+from bench.train import init_model
 from model.init import dirac_conv_, patch_covariance, whiten_conv_
 from model.resnet import CustomResNet
 

@@ -1,0 +1,152 @@
+"""The training step as one function of (batch, device state): nothing in it reads a tensor back to the host.
+
+State on the device: the LR schedule precomputed for every step (`one_cycle_lrs`, equal to OneCycleLR's), the live
+LR the fused optimizer reads (a 0-dim tensor), the step and in-epoch counters, the per-step loss buffer and the
+correct-prediction count. `TrainStep` runs forward, loss, backward, optimizer update and bookkeeping; with
+`train.compile` other than `off` the whole step function goes through torch.compile (the backward splits it into a
+forward graph and an update graph; `reduce-overhead`/`max-autotune` replay both as CUDA graphs). The weights' EMA
+(`bench.ema.WeightEMA`) is applied every k steps from a host counter.
+
+`PlainStep` is the previous step (Python-float LR from OneCycleLR, per-step AveragedModel, loss and accuracy
+outside any graph): the reference the tests and `step-bench` compare against; training never uses it.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from model.transforms import autocast
+
+from .config import RunConfig
+from .ema import WeightEMA
+
+COMPILE_MODES = ("off", "default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
+
+
+def trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters the optimiser updates (frozen ones, e.g. a whitened first conv, are left out)."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def one_cycle_lrs(cfg: RunConfig, total_steps: int) -> torch.Tensor:
+    """(total_steps,) fp64: the LR OneCycleLR gives each step of the run (its own code, run once on a dummy)."""
+    o = cfg.optim
+    dummy = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=o.lr_max / o.lr_div)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        dummy, max_lr=o.lr_max, total_steps=total_steps, pct_start=o.pct_start, anneal_strategy=o.anneal,
+        div_factor=o.lr_div, final_div_factor=o.final_div, cycle_momentum=False, three_phase=False)
+    lrs = []
+    for _ in range(total_steps):
+        lrs.append(sched.get_last_lr()[0])
+        dummy.step()
+        sched.step()
+    return torch.tensor(lrs, dtype=torch.float64)
+
+
+def make_optimizer(params, cfg: RunConfig, lr: float | torch.Tensor, fused: bool | None = None):
+    """Adam or Nesterov SGD as the config says; `fused` (None: torch's default) where a tensor LR needs it."""
+    o = cfg.optim
+    if o.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=o.weight_decay, fused=fused)
+    return torch.optim.SGD(params, lr=lr, momentum=o.momentum, nesterov=True, weight_decay=o.weight_decay,
+                           fused=fused)
+
+
+def loss_and_hits(model, x, y, cfg: RunConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward under autocast; the mean (label-smoothed) cross-entropy in fp32 and the correct count."""
+    with autocast(device, cfg.train.precision):
+        logits = model(x)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16/fp16 -> fp32; fp64 stays
+    loss = F.cross_entropy(logits, y, label_smoothing=cfg.optim.label_smoothing)
+    return loss, (logits.detach().argmax(1) == y).sum()
+
+
+class TrainStep:
+    """`step(x, y)` trains one batch; `losses[:n]` and `correct` hold the epoch's record until `new_epoch()`."""
+
+    def __init__(self, model: torch.nn.Module, cfg: RunConfig, device: torch.device, steps_per_epoch: int,
+                 total_steps: int, ema: WeightEMA | None = None):
+        self.model, self.cfg, self.device, self.ema = model, cfg, device, ema
+        dtype = next(model.parameters()).dtype  # fp32 (fp64 in the tests): the LR and the losses in it
+        lrs = one_cycle_lrs(cfg, total_steps)
+        self.lr_values = lrs.tolist()  # host copy, for the epoch log
+        self.lrs = lrs.to(device=device, dtype=dtype)  # (total_steps,)
+        self.lr = self.lrs[0].clone()  # the live LR: the optimizer holds this very tensor
+        self.opt = make_optimizer(trainable(model), cfg, self.lr, fused=True)
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")  # fp16 only: syncs
+        self.i = torch.zeros((), dtype=torch.long, device=device)  # global step
+        self.j = torch.zeros((), dtype=torch.long, device=device)  # step within the epoch
+        self.losses = torch.zeros(steps_per_epoch, device=device, dtype=dtype)  # (steps_per_epoch,)
+        self.correct = torch.zeros((), dtype=torch.long, device=device)
+        self.steps = 0  # host counter of steps taken (drives the EMA; never read from the device)
+        mode = cfg.train.compile
+        self._step = self._eager_step if mode == "off" else torch.compile(
+            self._eager_step, mode=None if mode == "default" else mode)
+
+    def _eager_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        loss, hits = loss_and_hits(self.model, x, y, self.cfg, self.device)
+        self.scaler.scale(loss).backward()
+        self.lr.copy_(self.lrs.index_select(0, self.i.view(1)).view(()))  # a tensor index: no host read
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.opt.zero_grad(set_to_none=True)
+        self.losses.index_copy_(0, self.j.view(1), loss.detach().view(1))
+        self.correct += hits
+        self.i += 1
+        self.j += 1
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self._step(x, y)
+        if self.ema is not None:
+            self.ema.update(self.steps)
+        self.steps += 1
+
+    def new_epoch(self) -> None:
+        self.j.zero_()
+        self.losses.zero_()
+        self.correct.zero_()
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        """Back to step 0 in place (after a warm-up): optimizer state zeroed where it lives, so compiled graphs
+        keep their buffers; a zero momentum (or Adam moment and step) updates exactly as a fresh optimizer."""
+        for state in self.opt.state.values():
+            for value in state.values():
+                if torch.is_tensor(value):
+                    value.zero_()
+        self.i.zero_()
+        self.new_epoch()
+        self.steps = 0
+        if self.ema is not None:
+            self.ema.updates = 0
+
+
+class PlainStep:
+    """The previous step, kept as the reference: float LR from OneCycleLR, AveragedModel every step."""
+
+    def __init__(self, model: torch.nn.Module, cfg: RunConfig, device: torch.device, total_steps: int):
+        o = cfg.optim
+        self.model, self.cfg, self.device = model, cfg, device
+        self.opt = make_optimizer(trainable(model), cfg, o.lr_max / o.lr_div)
+        self.sched = torch.optim.lr_scheduler.OneCycleLR(
+            self.opt, max_lr=o.lr_max, total_steps=total_steps, pct_start=o.pct_start, anneal_strategy=o.anneal,
+            div_factor=o.lr_div, final_div_factor=o.final_div, cycle_momentum=False, three_phase=False)
+        self.ema = None
+        if o.ema_decay:
+            self.ema = torch.optim.swa_utils.AveragedModel(
+                model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(o.ema_decay ** o.ema_every),
+                use_buffers=True)
+        self.steps = 0
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, hits = loss_and_hits(self.model, x, y, self.cfg, self.device)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        self.steps += 1
+        if self.ema is not None and self.steps % self.cfg.optim.ema_every == 0:
+            self.ema.update_parameters(self.model)
+        return loss.detach(), hits

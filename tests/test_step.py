@@ -1,0 +1,132 @@
+"""The device-resident step (bench/step.py) against the previous one, and no host reads inside an epoch."""
+import contextlib
+
+import pytest
+import torch
+
+from bench.config import build_config
+from bench.ema import WeightEMA
+from bench.step import PlainStep, TrainStep, one_cycle_lrs
+from model.transforms import build_model
+
+STEPS = 6
+
+
+def small_cfg(optimizer: str, ema: bool, **more):
+    over = {"optim.optimizer": optimizer, "optim.ema_decay": "0.9" if ema else "0", "optim.ema_every": "2",
+            "train.precision": "fp32", "train.channels_last": "false", "train.epochs": "2"}
+    over.update({"optim.lr_max": "0.2", "optim.weight_decay": "5e-4"} if optimizer == "sgd" else
+                {"optim.lr_max": "2e-3", "optim.weight_decay": "1e-4"})
+    over.update(more)
+    return build_config("fast", None, "full", over)
+
+
+def batches(n=STEPS, bs=8, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(bs, 3, 32, 32, generator=g, dtype=torch.float64), torch.randint(0, 10, (bs,), generator=g)) for _ in range(n)]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("ema", [False, True])
+def test_new_step_matches_the_previous_one(optimizer, ema):
+    """In fp64: Adam turns the fp32 rounding noise of a conv bias's near-zero gradient (BatchNorm follows it)
+    into a full step, so fp32 runs of two correct implementations part there; fp64 shows the algorithm."""
+    cfg = small_cfg(optimizer, ema)
+    torch.manual_seed(0)
+    ref_model = build_model(cfg.model, torch.device("cpu"), False).double()
+    new_model = build_model(cfg.model, torch.device("cpu"), False).double()
+    new_model.load_state_dict(ref_model.state_dict())
+    total = STEPS * 2
+    ref = PlainStep(ref_model, cfg, torch.device("cpu"), total)
+    new = TrainStep(new_model, cfg, torch.device("cpu"), STEPS, total, ema=
+                    WeightEMA(new_model, 0.9, 2) if ema else None)
+    ref_losses = []
+    for x, y in batches():
+        ref_losses.append(ref.step(x, y)[0])
+        new.step(x, y)
+    torch.testing.assert_close(new.losses, torch.stack(ref_losses))
+    for (name, a), b in zip(ref_model.state_dict().items(), new_model.state_dict().values()):
+        torch.testing.assert_close(b, a, msg=lambda m: f"{name}: {m}")
+    if ema:
+        ref_avg = ref.ema.module.state_dict()
+        for name, b in new.ema.module.state_dict().items():
+            if b.is_floating_point():  # AveragedModel averages num_batches_tracked too; it is unused (momentum set)
+                torch.testing.assert_close(b, ref_avg[name], msg=lambda m: f"ema {name}: {m}")
+        assert new.ema.updates == STEPS // 2
+
+
+def test_device_lr_schedule_equals_one_cycle_step_by_step():
+    cfg = build_config("fast")
+    total = 37
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    o = cfg.optim
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.lr_max, total_steps=total, pct_start=o.pct_start,
+                                                anneal_strategy=o.anneal, div_factor=o.lr_div,
+                                                final_div_factor=o.final_div, cycle_momentum=False)
+    expected = []
+    for _ in range(total):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    lrs = one_cycle_lrs(cfg, total)
+    assert lrs.tolist() == expected and 0.9 * o.lr_max < lrs.max() <= o.lr_max  # the one-cycle peak, not a flat line
+
+
+def test_ema_every_k_equals_a_reference_ema_applied_every_k_steps():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+    ema = WeightEMA(model, decay=0.8, every=3)
+    expected = None
+    for step in range(10):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+            model(torch.randn(5, 4))  # moves the BN statistics
+        ema.update(step)
+        if (step + 1) % 3 == 0:
+            now = {k: v.clone() for k, v in model.state_dict().items()}
+            expected = now if expected is None else {
+                k: (v + (now[k] - v) * (1 - 0.8 ** 3)) if v.is_floating_point() else now[k] for k, v in expected.items()}
+    for k, v in ema.module.state_dict().items():
+        torch.testing.assert_close(v, expected[k], msg=k)
+
+
+@contextlib.contextmanager
+def count_host_reads():
+    """Counts every Tensor method that copies a value to the host."""
+    names = ["item", "__bool__", "tolist", "cpu", "numpy", "__int__", "__float__", "__index__"]
+    calls = []
+    saved = {n: getattr(torch.Tensor, n) for n in names}
+
+    def wrap(name):
+        def f(self, *a, **k):
+            calls.append(name)
+            return saved[name](self, *a, **k)
+        return f
+    for n in names:
+        setattr(torch.Tensor, n, wrap(n))
+    try:
+        yield calls
+    finally:
+        for n, f in saved.items():
+            setattr(torch.Tensor, n, f)
+
+
+def test_an_epoch_of_steps_reads_nothing_back(monkeypatch):
+    """The device loader's epoch and every step of it (LR, EMA, loss record) make no host read."""
+    from bench.train import setup_run, run_epoch
+    from pipeline.cifar10 import CIFAR10
+    g = torch.Generator().manual_seed(0)
+    data = CIFAR10(torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=g),
+                   torch.randint(0, 10, (64,), generator=g),
+                   torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=g),
+                   torch.randint(0, 10, (16,), generator=g))
+    cfg = build_config("fast", "fast", "full", {"batch_size": "16", "epochs": "2", "device": "cpu"})
+    run = setup_run(cfg, data)
+    with count_host_reads() as probe:  # the counter sees a read when there is one
+        bool(run.step.losses.sum() == 0)
+        run.step.correct.item()
+    assert probe == ["__bool__", "item"]
+    with count_host_reads() as calls:
+        run_epoch(run, 1, steps_only=True)
+    assert calls == [] and run.step.steps == 4
