@@ -22,7 +22,7 @@ PY := $(PYTHON)
 SETUP :=
 endif
 
-.PHONY: bench ladder test setup leaderboard bench-pipeline bench-kernels gpu-check lr-find report choose-fast clean-venv
+.PHONY: bench ladder test setup leaderboard bench-pipeline bench-step bench-kernels gpu-check lr-find report choose-fast clean-venv
 
 setup: $(SETUP)
 
@@ -70,6 +70,9 @@ choose-fast: $(SETUP)
 
 bench-pipeline: $(SETUP)
 	$(PY) -m bench pipeline-bench $(ARGS)
+
+bench-step: $(SETUP)
+	$(PY) -m bench step-bench $(ARGS)
 
 bench-kernels: $(SETUP)
 	$(PY) -m bench kernel-bench $(ARGS)

@@ -115,6 +115,11 @@ def _main(argv: list[str] | None = None) -> int:
                         "+CUDA graphs -> +Triton BN+ReLU, one variant per rung, then a table")
     ld.add_argument("--rungs", dest="variants", default=",".join(LADDER), help="comma list of rungs (default: all)")
     ld.add_argument("--runs", type=int, default=1, help="repeats per rung (seeds seed, seed+1, ...)")
+    sb = sub.add_parser("step-bench", help="ms/step of the previous and the new training step -> results/step.csv")
+    _option(sb, "--results-dir", default="results")
+    _option(sb, "--batch-sizes", default="512,16")
+    sb.add_argument("--steps", type=int, default=0, help="timed steps per row (0: 20 on CUDA, 3-10 on a CPU)")
+    _option(sb, "--compile-modes", default="", help="comma list for the new step (default: off,default[,reduce-overhead])")
     kb = sub.add_parser("kernel-bench", help="fused BN+ReLU vs eager/compiled on CUDA -> results/kernels.csv")
     _option(kb, "--results-dir", default="results")
     kb.add_argument("--dtypes", default="fp32,bf16")
@@ -135,6 +140,11 @@ def _main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"pipeline-bench takes --pipelines, --rounds, --time-cap-s, --train-subset and "
                               f"--results-dir, not {' '.join(extra)}")
         return pipeline_bench(args.results_dir, args.pipelines, args.rounds, args.time_cap_s, args.train_subset)
+    if args.command == "step-bench":
+        from .step_bench import main as step_bench
+        if extra or args.steps < 0:
+            raise ConfigError("step-bench takes --batch-sizes, --steps>=0, --compile-modes and --results-dir only")
+        return step_bench(args.results_dir, args.batch_sizes, args.steps, compile_modes=args.compile_modes)
     if args.command == "report":
         from .report import report_for_run
         report_for_run(args.run_id, args.results_dir)

@@ -20,8 +20,6 @@ from model.transforms import autocast
 from .config import RunConfig
 from .ema import WeightEMA
 
-COMPILE_MODES = ("off", "default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
-
 
 def trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The parameters the optimiser updates (frozen ones, e.g. a whitened first conv, are left out)."""

@@ -130,3 +130,68 @@ def test_an_epoch_of_steps_reads_nothing_back(monkeypatch):
     with count_host_reads() as calls:
         run_epoch(run, 1, steps_only=True)
     assert calls == [] and run.step.steps == 4
+
+
+def test_compiled_step_matches_the_eager_step():
+    """`train.compile` other than off puts the whole step function through torch.compile (CPU here; the same
+    code is what CUDA runs, where reduce-overhead adds CUDA graphs): same losses and weights as eager."""
+    def tiny_net():
+        torch.manual_seed(3)
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                   torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10))
+    data = batches(4)
+    out = {}
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    for mode in ("off", "default"):
+        cfg = small_cfg("sgd", True, **{"train.compile": mode})
+        model = tiny_net()
+        step = TrainStep(model, cfg, torch.device("cpu"), 4, 8, WeightEMA(model, 0.9, 2))
+        for x, y in data:
+            step.step(x.float(), y)
+        out[mode] = (step.losses.clone(), [p.detach().clone() for p in model.parameters()],
+                     [p.detach().clone() for p in step.ema.module.parameters()], int(step.i))
+    (l0, w0, e0, i0), (l1, w1, e1, i1) = out["off"], out["default"]
+    assert i0 == i1 == 4 and torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # forward, update
+    torch.testing.assert_close(l1, l0)
+    for a, b in zip(w0 + e0, w1 + e1):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_step_bench_writes_a_row_per_step_kind(tmp_path, capsys):
+    import csv
+
+    from bench.cli import main
+    assert main(["step-bench", "--batch-sizes=4", "--steps=1", "--compile-modes=off",
+                 f"--results-dir={tmp_path}"]) == 0
+    with open(tmp_path / "step.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["step"], r["compile"], r["batch_size"]) for r in rows] == [("plain", "off", "4"), ("new", "off", "4")]
+    assert all(float(r["ms_per_step"]) > 0 for r in rows)
+    assert main(["step-bench", "--compile-modes=reduce-overhead", f"--results-dir={tmp_path}"]) == 2  # CPU: no graphs
+    assert "CUDA graphs need CUDA" in capsys.readouterr().err
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: the sync debug mode is CUDA's")
+@pytest.mark.parametrize("mode", ["off", "default"])
+def test_a_cuda_epoch_never_synchronises(mode):
+    """On CUDA an epoch of steps (device loader, LR, EMA, loss record; compiled or not) under
+    set_sync_debug_mode('error'): any synchronising call raises."""
+    from bench.train import run_epoch, setup_run
+    from pipeline.cifar10 import CIFAR10
+    g = torch.Generator().manual_seed(0)
+    data = CIFAR10(torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8, generator=g),
+                   torch.randint(0, 10, (256,), generator=g),
+                   torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=g),
+                   torch.randint(0, 10, (64,), generator=g))
+    cfg = build_config("fast", "fast", "full", {"batch_size": "64", "epochs": "2", "device": "cuda",
+                                                "train.compile": mode, "train.warmup_steps": "2"}, "cuda")
+    run = setup_run(cfg, data)
+    run_epoch(run, 2, steps_only=True)  # epoch 1 whitens (an eigh: a sync, before the steps)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        run_epoch(run, 2, steps_only=True)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)

@@ -1,0 +1,89 @@
+"""`python -m bench step-bench`: ms per training step and images/s, the previous step against the new one.
+
+Rows: `plain` (eager model, Python-float LR from OneCycleLR, AveragedModel every step: the step before issue 12),
+`new` eager, `new` compiled (`default`), and on CUDA `new` under CUDA graphs (`reduce-overhead`); at batch 512
+(the recipe's) and 16 (where host overhead dominates). The CustomResNet, bf16 channels-last, the fast recipe's
+optimizer and EMA, random images (no data needed). Each row: warm-up steps (compilation) apart, then `steps`
+timed steps between two device synchronisations. Appends to <results_dir>/step.csv.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from model.transforms import build_model
+
+from .config import COMPILE_MODES, ConfigError, build_config
+from .ema import WeightEMA
+from .results import ENV_COLUMNS, append_row, environment
+from .step import PlainStep, TrainStep
+from .timer import synchronize
+
+STEP_COLUMNS = ("timestamp", *ENV_COLUMNS, "step", "compile", "batch_size", "precision", "channels_last",
+                "warmup_steps", "steps", "ms_per_step", "images_per_s", "warmup_s")
+
+
+def time_steps(step, x: torch.Tensor, y: torch.Tensor, device: torch.device, warmup: int, steps: int) -> tuple[float, float]:
+    """(warm-up seconds, seconds per timed step) of `step.step(x, y)`."""
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        step.step(x, y)
+    synchronize(device)
+    t1 = time.perf_counter()
+    for _ in range(steps):
+        step.step(x, y)
+    synchronize(device)
+    return t1 - t0, (time.perf_counter() - t1) / steps
+
+
+def cases(device: torch.device, modes: str = "") -> list[tuple[str, str]]:
+    """(step, compile mode) rows: the previous step, then the new one in each compile mode (default: off,
+    default, and reduce-overhead (CUDA graphs) on CUDA)."""
+    chosen = [m for m in modes.split(",") if m] or (
+        ["off", "default", "reduce-overhead"] if device.type == "cuda" else ["off", "default"])
+    bad = [m for m in chosen if m not in COMPILE_MODES or (m in ("reduce-overhead", "max-autotune") and device.type != "cuda")]
+    if bad:
+        raise ConfigError(f"step-bench --compile-modes: {','.join(bad)} not available here; choose from "
+                          f"{', '.join(COMPILE_MODES)} (CUDA graphs need CUDA)")
+    return [("plain", "off")] + [("new", m) for m in chosen]
+
+
+def main(results_dir: str = "results", batch_sizes: str = "512,16", steps: int = 0, warmup: int = 3,
+         compile_modes: str = "") -> int:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows = cases(device, compile_modes)
+    env = environment(device)
+    base = build_config("fast", "fast", "full", {"device": device.type}, device.type)
+    print(f"step-bench on {env['device']}: {base.train.precision}, channels-last, fast recipe's optimizer and EMA")
+    print("| step | compile | batch | ms/step | img/s | warm-up s |\n|---|---|---|---|---|---|")
+    for bs in [int(b) for b in batch_sizes.split(",") if b]:
+        n = steps or (20 if device.type == "cuda" else (3 if bs >= 256 else 10))
+        g = torch.Generator(device=device).manual_seed(0)
+        x = torch.randn(bs, 3, 32, 32, device=device, generator=g).to(
+            dtype=torch.bfloat16, memory_format=torch.channels_last)
+        y = torch.randint(0, 10, (bs,), device=device, generator=g)
+        total = (warmup + n) * 2
+        for kind, mode in rows:
+            cfg = replace(base, train=replace(base.train, compile=mode, batch_size=bs))
+            torch.manual_seed(0)
+            model = build_model(cfg.model, device, True).train()
+            if kind == "plain":  # as before issue 12: the average updated every step
+                step = PlainStep(model, replace(cfg, optim=replace(cfg.optim, ema_every=1)), device, total)
+            else:
+                step = TrainStep(model, cfg, device, warmup + n, total,
+                                 WeightEMA(model, cfg.optim.ema_decay, cfg.optim.ema_every))
+            warm_s, per_step = time_steps(step, x, y, device, warmup, n)
+            row = {"timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"), **env, "step": kind,
+                   "compile": mode, "batch_size": bs, "precision": cfg.train.precision, "channels_last": True,
+                   "warmup_steps": warmup, "steps": n, "ms_per_step": 1000 * per_step,
+                   "images_per_s": bs / per_step, "warmup_s": warm_s}
+            append_row(Path(results_dir) / "step.csv", row, STEP_COLUMNS)
+            print(f"| {kind} | {mode} | {bs} | {1000 * per_step:,.1f} | {bs / per_step:,.0f} | {warm_s:.1f} |",
+                  flush=True)
+            torch._dynamo.reset()
+    print(f"rows appended to {results_dir}/step.csv")
+    return 0
