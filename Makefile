@@ -43,6 +43,10 @@ endif
 
 # LADDER=1: the variant ladder (eager -> +device -> +bf16 -> +channels-last -> +compile -> +CUDA graphs -> +Triton)
 bench: $(SETUP)
+ifneq ($(strip $(GPUS)),1)
+	@# one process checks the inputs first: a refusal is one line, not one per rank plus torchrun's report
+	@WORLD_SIZE=$(GPUS) $(PY) -m bench race --dry-run --preset=$(PRESET) --profile=$(PROFILE) --runs=$(RUNS) --variants=$(VARIANTS) $(ARGS) >/dev/null
+endif
 ifeq ($(strip $(LADDER)),1)
 	$(LAUNCH) ladder --preset=$(PRESET) --profile=$(PROFILE) --runs=$(RUNS) $(ARGS)
 else

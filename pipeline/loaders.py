@@ -113,6 +113,12 @@ class _PerImageDataset(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))), int(self.labels[i])
 
 
+def _ignore_sigint(_worker_id: int) -> None:
+    """Ctrl-C is the main process's to report in one line; workers end when it does, without a traceback each."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class DataLoaderPipeline:
     """The baseline: a per-image Dataset, torch DataLoader with workers and pinned memory, copy per batch."""
 
@@ -132,7 +138,8 @@ class DataLoaderPipeline:
         gen.manual_seed(epoch_seed(self.spec.seed, epoch))
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=self.spec.batch_size, shuffle=True, generator=gen,
-            num_workers=self.workers, pin_memory=self.device.type == "cuda", drop_last=self.spec.drop_last)
+            num_workers=self.workers, pin_memory=self.device.type == "cuda", drop_last=self.spec.drop_last,
+            worker_init_fn=_ignore_sigint if self.workers else None)
         fmt = torch.channels_last if self.spec.channels_last else torch.contiguous_format
         for x, y in loader:
             x = x.to(self.device, non_blocking=True).to(dtype=self.spec.dtype, memory_format=fmt)
