@@ -9,7 +9,7 @@ from bench.ema import WeightEMA
 from bench.step import PlainStep, TrainStep, one_cycle_lrs
 from model.transforms import build_model
 
-STEPS = 6
+STEPS = 4
 
 
 def small_cfg(optimizer: str, ema: bool, **more):
@@ -21,7 +21,7 @@ def small_cfg(optimizer: str, ema: bool, **more):
     return build_config("fast", None, "full", over)
 
 
-def batches(n=STEPS, bs=8, seed=1):
+def batches(n=STEPS, bs=4, seed=1):
     g = torch.Generator().manual_seed(seed)
     return [(torch.randn(bs, 3, 32, 32, generator=g, dtype=torch.float64), torch.randint(0, 10, (bs,), generator=g)) for _ in range(n)]
 
