@@ -177,8 +177,8 @@ def check_csv(path: str | Path) -> None:
 
 
 def git_commit(root: Path | None = None) -> str:
-    """Short commit of the working tree, '-dirty' when tracked files outside results/ differ from it (rows and
-    reports that runs append do not change the code that ran). Without .git (a copy of the tree, as GPU machines
+    """Short commit of the working tree, '-dirty' when tracked files other than results/ and Markdown differ from it
+    (rows and reports that runs append, and prose written while a run trains, do not change the code that ran). Without .git (a copy of the tree, as GPU machines
     get): $BENCH_GIT_COMMIT as given by whoever made the copy, else 'unknown' (commit_note says so)."""
     root = root or Path(__file__).resolve().parent.parent
     if not (root / ".git").exists():  # else git would answer for whatever repository encloses the copy
@@ -187,7 +187,7 @@ def git_commit(root: Path | None = None) -> str:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
                              text=True, check=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)results"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+                                ":(exclude)results", ":(exclude)*.md"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return os.environ.get("BENCH_GIT_COMMIT", "").strip() or "unknown"

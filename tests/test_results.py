@@ -72,12 +72,15 @@ def test_git_commit_marks_code_changes_dirty_but_not_results(tmp_path):
     (tmp_path / "results").mkdir()
     (tmp_path / "train.py").write_text("lr = 1\n")
     (tmp_path / "results" / "runs.csv").write_text("run_id\n")
+    (tmp_path / "README.md").write_text("# notes\n")
     subprocess.run(git + ["init", "-q"], cwd=tmp_path, check=True)
     subprocess.run(git + ["add", "."], cwd=tmp_path, check=True)
     subprocess.run(git + ["commit", "-qm", "x"], cwd=tmp_path, check=True)
     clean = git_commit(tmp_path)
     assert len(clean) == 12 and not clean.endswith("-dirty")
     (tmp_path / "results" / "runs.csv").write_text("run_id\nr1\n")  # a run appended its row
+    assert git_commit(tmp_path) == clean
+    (tmp_path / "README.md").write_text("# notes, edited while a run trains\n")  # prose is not code
     assert git_commit(tmp_path) == clean
     (tmp_path / "train.py").write_text("lr = 2\n")  # the code changed
     assert git_commit(tmp_path) == clean + "-dirty"
