@@ -56,3 +56,18 @@ def test_fast_recipe_freezes_the_whitened_conv_and_the_optimiser_skips_it():
     x = torch.randn(2, 128, 6, 6)
     torch.testing.assert_close(model.layer1[1].body[0][0].weight.new_tensor(0) + F.conv2d(
         x, model.layer1[1].body[0][0].weight, padding=1), x)  # dirac applied beyond the prep conv
+
+
+def test_frozen_whitened_conv_does_not_move_while_the_rest_trains():
+    from bench.ema import WeightEMA
+    from bench.step import TrainStep
+    cfg = build_config("fast", None, "full", {"train.precision": "fp32", "train.channels_last": "false"})
+    model = CustomResNet(logit_scale=0.125)
+    init_model(model, cfg)
+    whiten_conv_(model.prep[0], correlated_images(20))
+    frozen, other = model.prep[0].weight.clone(), model.layer1[0][0].weight.clone()
+    step = TrainStep(model, cfg, torch.device("cpu"), 3, 6, WeightEMA(model, 0.99, 5))
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        step.step(torch.randn(4, 3, 32, 32, generator=g), torch.randint(0, 10, (4,), generator=g))
+    assert torch.equal(model.prep[0].weight, frozen) and not torch.equal(model.layer1[0][0].weight, other)

@@ -102,3 +102,36 @@ def test_dali_missing_is_reported_with_the_install_command(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake_import)
     ok, why = dali_available()
     assert not ok and "pip install" in why and "nvidia-dali-cuda130" in why
+
+
+def flips_by_image(pipeline: str, alternate: bool, epochs: int = 3, n: int = 96) -> torch.Tensor:
+    """(epochs, n) bool: whether image i came out mirrored in each epoch (labels carry the image index)."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)  # asymmetric almost surely
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    plain = (images.float() / 255 - mean) / std
+    s = spec(crop_padding=0, cutout_size=0, flip_alternate=alternate, dtype=torch.float32, channels_last=False)
+    loader = make_loader(pipeline, images, torch.arange(n), s, workers=0)
+    out = torch.zeros(epochs, n, dtype=torch.bool)
+    for e in range(epochs):
+        for x, idx in loader.epoch(e):
+            same = torch.isclose(x, plain[idx], atol=1e-5).flatten(1).all(1)
+            mirrored = torch.isclose(x, plain[idx].flip(3), atol=1e-5).flatten(1).all(1)
+            assert bool((same ^ mirrored).all())  # each image is either itself or its mirror
+            out[e, idx] = mirrored
+    return out
+
+
+@pytest.mark.parametrize("pipeline", ["device", "dataloader"])
+def test_alternating_flip_mirrors_each_image_every_other_epoch(pipeline):
+    f = flips_by_image(pipeline, alternate=True)
+    assert 0.25 < f[0].float().mean() < 0.75  # epoch 0: each image's own coin
+    assert bool((f[1] == ~f[0]).all()) and bool((f[2] == f[0]).all())
+    r = flips_by_image(pipeline, alternate=False)
+    assert 0.25 < (r[1] != r[0]).float().mean() < 0.75  # random flips: about half change, not all
+
+
+def test_alternating_flip_is_refused_for_dali():
+    from bench.config import ConfigError, build_config
+    with pytest.raises(ConfigError, match="flip_alternate"):
+        build_config("fast", None, "full", {"data.pipeline": "dali"})
