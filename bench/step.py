@@ -80,6 +80,9 @@ class TrainStep:
         self.correct = torch.zeros((), dtype=torch.long, device=device)
         self.steps = 0  # host counter of steps taken (drives the EMA; never read from the device)
         mode = cfg.train.compile
+        if mode != "off":  # the step mutates its state in place: fixed addresses let CUDA graphs keep it
+            for t in (self.lrs, self.lr, self.i, self.j, self.losses, self.correct):
+                torch._dynamo.mark_static_address(t)
         self._step = self._eager_step if mode == "off" else torch.compile(
             self._eager_step, mode=None if mode == "default" else mode)
 
