@@ -216,7 +216,8 @@ def fast_recipe() -> RunConfig:
     Dirac initialisation (init.dirac) is available but not used: at this LR it raised the training loss above
     chance in a 2,048-image trial (README).
 
-    Aim: 90% test accuracy at epoch <= 5 (README, "A 5-epoch recipe", has the measured seeds and the ablation).
+    Aim: 90% test accuracy at epoch <= 5. Measured (2-core CPU, seed 0): 89.88% after epoch 5, not yet there
+    (README, "A 5-epoch recipe").
     """
     base = fast8_recipe()
     return replace(base, preset="fast",
