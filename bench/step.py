@@ -26,13 +26,18 @@ def trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def one_cycle(opt: torch.optim.Optimizer, cfg: RunConfig, total_steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
+    """The config's one-cycle schedule over `total_steps` steps of `opt`."""
+    o = cfg.optim
+    return torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=o.lr_max, total_steps=total_steps, pct_start=o.pct_start, anneal_strategy=o.anneal,
+        div_factor=o.lr_div, final_div_factor=o.final_div, cycle_momentum=False, three_phase=False)
+
+
 def one_cycle_lrs(cfg: RunConfig, total_steps: int) -> torch.Tensor:
     """(total_steps,) fp64: the LR OneCycleLR gives each step of the run (its own code, run once on a dummy)."""
-    o = cfg.optim
-    dummy = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=o.lr_max / o.lr_div)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        dummy, max_lr=o.lr_max, total_steps=total_steps, pct_start=o.pct_start, anneal_strategy=o.anneal,
-        div_factor=o.lr_div, final_div_factor=o.final_div, cycle_momentum=False, three_phase=False)
+    dummy = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.optim.lr_max / cfg.optim.lr_div)
+    sched = one_cycle(dummy, cfg, total_steps)
     lrs = []
     for _ in range(total_steps):
         lrs.append(sched.get_last_lr()[0])
@@ -131,9 +136,7 @@ class PlainStep:
         o = cfg.optim
         self.model, self.cfg, self.device = model, cfg, device
         self.opt = make_optimizer(trainable(model), cfg, o.lr_max / o.lr_div)
-        self.sched = torch.optim.lr_scheduler.OneCycleLR(
-            self.opt, max_lr=o.lr_max, total_steps=total_steps, pct_start=o.pct_start, anneal_strategy=o.anneal,
-            div_factor=o.lr_div, final_div_factor=o.final_div, cycle_momentum=False, three_phase=False)
+        self.sched = one_cycle(self.opt, cfg, total_steps)
         self.ema = None
         if o.ema_decay:
             self.ema = torch.optim.swa_utils.AveragedModel(
