@@ -131,12 +131,6 @@ def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
     return views
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module under torch.compile and DDP wrappers."""
-    model = getattr(model, "_orig_mod", model)
-    return getattr(model, "module", model)
-
-
 @dataclass
 class Run:
     """What `setup_run` built and the loop carries from epoch to epoch."""
@@ -344,7 +338,8 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
     main = r.info.is_main
     if write and main:
         r.run_dir = run_dir
-        write_csv(run_dir / "epochs.csv", EPOCH_COLUMNS, r.epochs)  # the evidence, also when epoch 1 diverged
+        if not r.epochs:  # diverged in epoch 1: log_epoch never ran, and the summary names this file
+            write_csv(run_dir / "epochs.csv", EPOCH_COLUMNS, r.epochs)
         append_row(Path(cfg.results_dir) / "runs.csv", result_row(cfg, r, r.env, r.data, r.info))
         if not quiet:
             print(f"row appended to {cfg.results_dir}/runs.csv (run {run_id}); epoch log in {run_dir}/epochs.csv")
