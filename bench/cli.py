@@ -15,7 +15,7 @@ import torch
 from pipeline.cifar10 import DataError
 from pipeline.dali import DaliUnavailable
 
-from .config import LADDER, ConfigError, build_config, resolve_key
+from .config import LADDER, RECIPES, ConfigError, build_config, resolve_key
 from .distributed import env_is_main, shutdown
 from .preflight import MissingPackage, preflight
 from .results import ResultsError
@@ -84,7 +84,8 @@ def _main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True,
                                 parser_class=functools.partial(argparse.ArgumentParser, allow_abbrev=False))
     common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    common.add_argument("--preset", default="seed", help="recipe: seed (the reference, 24 epochs) | fast (Nesterov SGD, 8 epochs)")
+    recipes = " | ".join(f"{name} ({make().train.epochs} epochs)" for name, make in RECIPES.items())
+    common.add_argument("--preset", default="seed", help=f"recipe: {recipes}")
     common.add_argument("--profile", default="auto", help="full | smoke | auto (full on CUDA, smoke otherwise)")
     run = sub.add_parser("run", parents=[common], help="train one configuration and record its row")
     run.add_argument("--variant", default=None, help="eager | fast (default: the preset as it is)")

@@ -116,6 +116,7 @@ class OptimConfig:
         _check(self.ema_every >= 1, f"optim.ema_every={self.ema_every} must be >= 1")
 
 
+TTA_MODES = ("none", "flip", "flip_translate")  # test-time augmentation, cheapest first; each adds views
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -125,6 +126,7 @@ class TrainConfig:
     epochs: int = 24  # length of the LR schedule
     target_acc: float = 0.90  # test accuracy that stops the clock
     stop_at_target: bool = True  # stop after the first epoch at or above target_acc
+    eval_from: int = 1  # first epoch whose end is evaluated; earlier epochs log no test accuracy and cannot stop
     seed: int = 0
     eval_batch_size: int = 1024
     warmup_steps: int = 0  # untimed steps before training (compilation, autotuning); weights restored after
@@ -140,12 +142,15 @@ class TrainConfig:
         _check(self.eval_batch_size >= 1, f"train.eval_batch_size={self.eval_batch_size} must be >= 1")
         _check(self.epochs >= 1, f"train.epochs={self.epochs} must be >= 1")
         _check(0 < self.target_acc <= 1.0, f"train.target_acc={self.target_acc} must be in (0, 1] (a fraction)")
+        _check(1 <= self.eval_from <= self.epochs,
+               f"train.eval_from={self.eval_from} must be between 1 and train.epochs={self.epochs} (the last epoch is "
+               f"always evaluated)")
         _check(self.warmup_steps >= 0, f"train.warmup_steps={self.warmup_steps} must be >= 0")
         _check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
                f"train.device={self.device!r} must be auto, cpu, cuda or cuda:N (N a device index)")
         _one_of("train.precision", self.precision, ("fp32", "bf16", "fp16"))
         _one_of("train.compile", self.compile, COMPILE_MODES)
-        _one_of("train.tta", self.tta, ("none", "flip", "flip_translate"))
+        _one_of("train.tta", self.tta, TTA_MODES)
 
 
 @dataclass(frozen=True)

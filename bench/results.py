@@ -25,7 +25,8 @@ RUN_COLUMNS = (
     "norm_kernel", "train_images", "test_images", "data_fingerprint", "config_json",
 )
 EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_time_s",
-                 "train_time_s", "eval_time_s")
+                 "train_time_s", "eval_time_s",
+                 "test_acc_tta_none", "test_acc_tta_flip")  # what a cheaper TTA would have scored, same passes
 
 
 def _file_mode() -> int:

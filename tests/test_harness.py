@@ -126,6 +126,44 @@ def test_ema_and_tta_run_and_tta_time_counts_toward_the_target(tmp_path, cifar):
     assert r.time_to_target_s == pytest.approx(r.epochs[0]["train_time_s"] + r.epochs[0]["eval_time_s"])
     ok, refused = leaderboard.load(tmp_path)
     assert refused.empty and len(ok) == 1  # the checker knows TTA time is on the clock
+    logged = read_csv(tmp_path / "runs" / r.run_id / "epochs.csv")[0]
+    assert 0 < float(logged["test_acc_tta_none"]) < 1 and 0 < float(logged["test_acc_tta_flip"]) < 1
+
+
+def test_cheaper_tta_accuracies_are_those_modes_own(cifar):
+    """One flip_translate evaluation also reports what tta=none and tta=flip score: the same numbers as
+    evaluating with those modes, since their views are its first ones."""
+    from bench.train import TTA_VIEWS, evaluate, tta_views
+    x0 = torch.zeros(1, 3, 4, 4)
+    assert {m: len(tta_views(x0, m)) for m in TTA_VIEWS} == TTA_VIEWS
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))  # views change its answers
+    images = cifar.test_images[:96]
+    cfgs = {m: build_config("seed", "eager", "full", {"tta": m, "eval_batch_size": "40"}, "cpu")
+            for m in ("none", "flip", "flip_translate")}
+    preds = {m: evaluate(model, images, cifar.test_labels[:96], c, torch.device("cpu"))[2] for m, c in cfgs.items()}
+    # labels that each mode gets right on a different third, so the three accuracies differ
+    labels = torch.cat([preds["none"][:32], preds["flip"][32:64], preds["flip_translate"][64:]])
+    dev = torch.device("cpu")
+    own = {m: evaluate(model, images, labels, c, dev)[1] for m, c in cfgs.items()}
+    assert len(set(own.values())) == 3
+    _, acc, _, cheaper = evaluate(model, images, labels, cfgs["flip_translate"], dev)
+    assert acc == own["flip_translate"] and cheaper == {"none": own["none"], "flip": own["flip"]}
+    assert evaluate(model, images, labels, cfgs["flip"], dev)[3] == {"none": own["none"]}
+    assert evaluate(model, images, labels, cfgs["none"], dev)[3] == {}
+
+
+def test_eval_from_skips_early_evaluations_and_cannot_stop_before(tmp_path, cifar):
+    from bench import leaderboard
+    from bench.config import ConfigError
+    r = train(tiny(tmp_path, eval_from=2, target_acc=0.01), cifar, quiet=True)
+    logged = read_csv(tmp_path / "runs" / r.run_id / "epochs.csv")
+    assert [e["test_acc"] == "" for e in logged] == [True, False] and logged[0]["eval_time_s"] == "0"
+    assert r.target_epoch == 2 and r.final_test_acc == r.best_test_acc == float(logged[1]["test_acc"])
+    ok, refused = leaderboard.load(tmp_path)
+    assert refused.empty and len(ok) == 1
+    with pytest.raises(ConfigError, match="eval_from=3 must be between 1 and train.epochs=2"):
+        tiny(tmp_path, eval_from=3)
 
 
 def test_tta_views():
