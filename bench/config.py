@@ -316,7 +316,35 @@ def build_config(preset: str = "seed", variant: str | None = None, profile: str 
         _check(variant in VARIANTS, f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
         cfg = VARIANTS[variant](cfg, device_type)
     cfg = PROFILES[profile](cfg)
-    return apply_overrides(cfg, overrides or {})
+    changed = apply_overrides(cfg, overrides or {})
+    changes = recipe_changes(cfg, changed)
+    return replace(changed, preset=f"{preset}({', '.join(changes)})") if changes else changed
+
+
+# what a recipe is: an override of any of these makes another recipe, and the row says so in its preset
+RECIPE_SECTIONS = ("aug", "init", "optim")
+RECIPE_KEYS = ("model.norm", "model.dropout", "model.logit_scale", "train.epochs", "train.batch_size", "train.tta",
+               "data.drop_last")
+NOT_RECIPE = ("optim.lr_source",)  # a note on where lr_max came from
+
+
+def recipe_changes(before: RunConfig, after: RunConfig) -> list[str]:
+    """`key=value` for each recipe key whose value differs (bare leaf names where unambiguous), in key order.
+
+    Seeds, paths, devices, subsets, targets and the variant's execution settings are not the recipe: the
+    leaderboard already keeps runs apart by those."""
+    types = leaf_keys()
+    leaves = [k.rsplit(".", 1)[-1] for k in types]
+    out = []
+    for key in types:
+        section, name = key.split(".", 1) if "." in key else ("", key)
+        if not (section in RECIPE_SECTIONS or key in RECIPE_KEYS) or key in NOT_RECIPE:
+            continue
+        old, new = getattr(getattr(before, section), name), getattr(getattr(after, section), name)
+        if old != new:
+            text = str(new).lower() if isinstance(new, bool) else f"{new:g}" if isinstance(new, float) else str(new)
+            out.append(f"{name if leaves.count(name) == 1 else key}={text}")
+    return out
 
 
 # ---- overrides ---------------------------------------------------------------------------------

@@ -87,3 +87,19 @@ def test_cli_names_missing_data_without_a_traceback(tmp_path, capsys):
 def test_device_names_that_are_accepted():
     for name in ("auto", "cpu", "cuda", "cuda:1"):
         assert build_config("seed", None, "full", {"device": name}).train.device == name
+
+
+def test_a_changed_recipe_is_named_as_such_in_the_row():
+    """An override of a recipe key makes another recipe: its preset label lists the changes, so the leaderboard
+    cannot rank it as the preset. Seeds, paths, subsets, devices and execution settings keep the name."""
+    from bench.config import RECIPE_KEYS, leaf_keys
+    assert set(RECIPE_KEYS) <= set(leaf_keys())
+    same = {"seed": "3", "results_dir": "x", "train_subset": "1000", "device": "cpu", "compile": "default",
+            "precision": "fp32", "eval_from": "2", "stop_at_target": "false", "target_acc": "0.5", "epochs": "5",
+            "lr_source": "a note"}
+    assert build_config("fast", "fast", "full", same).preset == "fast"
+    cfg = build_config("fast", "fast", "full", {"whiten": "false", "ema_every": "1", "aug.cutout_size": "8"})
+    assert cfg.preset == "fast(cutout_size=8, whiten=false, ema_every=1)"
+    assert cfg.init.whiten is False and cfg.optim.ema_every == 1 and cfg.aug.cutout_size == 8
+    assert build_config("seed", None, "smoke", {"lr_max": "0.01"}).preset == "seed(lr_max=0.01)"
+    assert build_config("seed", None, "smoke").preset == "seed"  # the profile's own changes are not overrides
