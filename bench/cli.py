@@ -184,7 +184,7 @@ def _main(argv: list[str] | None = None) -> int:
         preflight([finder], "lr_find.csv")
     preflight(cfgs, "lr_find.csv" if args.command == "lr-find" else "runs.csv")
     if args.dry_run:
-        print(f"checks passed: {args.command} would start ({', '.join(c.variant for c in cfgs)})")
+        print(f"checks passed: {args.command} would start ({', '.join(f'{c.preset}/{c.variant}' for c in cfgs)})")
         return 0
     if args.profile == "auto" and profile == "smoke" and env_is_main():
         print(SMOKE_NOTE, flush=True)

@@ -106,6 +106,9 @@ def test_dry_run_checks_without_training(capsys, trained, base, monkeypatch):
     at length): the same checks, one process, WORLD_SIZE as torchrun will set it."""
     assert main(["race", *base, "--dry-run"]) == 0 and trained == []
     assert capsys.readouterr().out.startswith("checks passed: race")
+    assert main(["run", *base, "--preset=fast", "--variant=eager", "--whiten=false", "--dry-run"]) == 0
+    out = capsys.readouterr().out  # the label names each recipe key the overrides changed
+    assert out == "checks passed: run would start (fast(whiten=false, batch_size=64, epochs=1)/eager)\n", out
     monkeypatch.setenv("WORLD_SIZE", "3")
     refused(capsys, ["race", *base, "--batch_size=512", "--dry_run"], "over 3 ranks", trained=trained)
 
