@@ -52,6 +52,10 @@ def plot_curves(epochs: pd.DataFrame, path: Path, title: str, labels: tuple[str,
     ax1.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax2.plot(epochs["epoch"], 100 * epochs["train_acc"], marker="o", label=labels[0])
     ax2.plot(epochs["epoch"], 100 * epochs["test_acc"], marker="o", label=labels[1])
+    for mode in ("flip", "none"):  # what a cheaper TTA scored with the same weights (logged under TTA)
+        column = f"test_acc_tta_{mode}"
+        if column in epochs and epochs[column].notna().any():
+            ax2.plot(epochs["epoch"], 100 * epochs[column], marker=".", ls="--", label=f"test, TTA {mode}")
     ax2.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)

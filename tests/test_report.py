@@ -55,3 +55,18 @@ def test_curve_legends_say_what_each_curve_measures():
     train, test = curve_labels(build_config("fast"))
     assert train == "train (label smoothing 0.2)"  # the optimised loss, not comparable with the test loss
     assert test == "test (EMA 0.99, flip_translate TTA)"
+
+
+def test_curves_show_the_cheaper_tta_scores_when_logged(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from bench.report import plot_curves
+    shown = []
+    monkeypatch.setattr(plt, "close", lambda fig: shown.append([ln.get_label() for ln in fig.axes[1].lines]))
+    epochs = pd.DataFrame({"epoch": [1, 2], "train_loss": [2.0, 1.0], "test_loss": [None, 0.9],
+                           "train_acc": [0.3, 0.6], "test_acc": [None, 0.7],
+                           "test_acc_tta_flip": [None, 0.68], "test_acc_tta_none": [None, 0.66]})
+    plot_curves(epochs, tmp_path / "a.png", "t")
+    plot_curves(epochs.drop(columns=["test_acc_tta_flip", "test_acc_tta_none"]), tmp_path / "b.png", "t")
+    assert shown == [["train", "test", "test, TTA flip", "test, TTA none"], ["train", "test"]]
+    assert png_size(tmp_path / "a.png")[0] >= 300
