@@ -201,7 +201,8 @@ def variant_label(row: dict) -> str:
     actual = {a: str(row.get(a) if row.get(a) is not None else "") for a in AXES}
     if any(v in ("", "nan") for v in actual.values()):
         return name  # an older row without the settings columns
-    defined = defined_settings(str(row.get("preset")), name, str(row.get("profile")), str(row.get("device_type", "")))
+    preset = str(row.get("preset")).split("(", 1)[0]  # `fast(whiten=false)`: the variant defines fast's settings
+    defined = defined_settings(preset, name, str(row.get("profile")), str(row.get("device_type", "")))
     if defined is None:
         return f"{name}[{','.join(_token(a, actual[a]) for a in AXES)}]"
     return name + "".join(f"+{_token(a, actual[a])}" for a in AXES if actual[a] != defined[a])

@@ -122,6 +122,15 @@ def test_groups_by_what_ran_and_labels_overridden_settings(tmp_path, monkeypatch
     assert "| 2 | fast+triton | 1 |" in text and "target 5%, 128 training" in text
 
 
+def test_a_changed_recipe_is_its_own_event_with_its_variant_named_plainly(tmp_path):
+    add_run(tmp_path, "f1", "GPU-A", "fast", [0.6, 0.91], 1.0)
+    add_run(tmp_path, "w1", "GPU-A", "fast", [0.6, 0.91], 0.5, preset="seed(whiten=false)")
+    ok, refused = leaderboard.load(tmp_path)
+    rank = leaderboard.ranking(ok).set_index("preset")
+    assert refused.empty and list(rank["label"]) == ["fast", "fast"] and list(rank["rank"]) == [1, 1]
+    assert rank.loc["seed(whiten=false)", "median_s"] == 1.0 and rank.loc["seed", "median_s"] == 2.0  # not pooled
+
+
 def test_duplicates_count_once_and_unreadable_rows_are_refused_while_the_rest_ranks(tmp_path):
     add_run(tmp_path, "e1", "GPU-A", "eager", [0.5, 0.91], 10.0)
     add_run(tmp_path, "f1", "GPU-A", "fast", [0.6, 0.91], 1.0)
