@@ -18,7 +18,7 @@ def real_data_dir() -> Path | None:
     """$CIFAR10_DIR, else the shared copy beside the repository, else None."""
     env = os.environ.get("CIFAR10_DIR")
     if env:
-        return Path(env)
+        return Path(env).resolve()  # absolute: tests symlink its files from elsewhere
     return SHARED_DATA if SHARED_DATA.is_dir() else None
 
 
