@@ -322,6 +322,11 @@ def build_config(preset: str = "seed", variant: str | None = None, profile: str 
     return replace(changed, preset=f"{preset}({', '.join(changes)})") if changes else changed
 
 
+def base_preset(label: str) -> str:
+    """The preset a row's label was built from: `fast(whiten=false)` -> `fast` (build_config writes the label)."""
+    return label.split("(", 1)[0]
+
+
 # what a recipe is: an override of any of these makes another recipe, and the row says so in its preset
 RECIPE_SECTIONS = ("aug", "init", "optim")
 RECIPE_KEYS = ("model.norm", "model.dropout", "model.logit_scale", "train.epochs", "train.batch_size", "train.tta",
@@ -334,17 +339,15 @@ def recipe_changes(before: RunConfig, after: RunConfig) -> list[str]:
 
     Seeds, paths, devices, subsets, targets and the variant's execution settings are not the recipe: the
     leaderboard already keeps runs apart by those."""
-    types = leaf_keys()
-    leaves = [k.rsplit(".", 1)[-1] for k in types]
     out = []
-    for key in types:
+    for key in leaf_keys():
         section, name = key.split(".", 1) if "." in key else ("", key)
         if not (section in RECIPE_SECTIONS or key in RECIPE_KEYS) or key in NOT_RECIPE:
             continue
         old, new = getattr(getattr(before, section), name), getattr(getattr(after, section), name)
         if old != new:
             text = str(new).lower() if isinstance(new, bool) else f"{new:g}" if isinstance(new, float) else str(new)
-            out.append(f"{name if leaves.count(name) == 1 else key}={text}")
+            out.append(f"{short_key(key)}={text}")
     return out
 
 
@@ -368,12 +371,22 @@ def resolve_key(key: str) -> str:
     keys = leaf_keys()
     if key in keys:
         return key
-    matches = [k for k in keys if k.rsplit(".", 1)[-1] == key]
+    matches = _keys_with_leaf(key, keys)
     if len(matches) == 1:
         return matches[0]
     if matches:
         raise ConfigError(f"key {key!r} is ambiguous: write one of {', '.join(matches)}")
     raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(sorted(keys))}")
+
+
+def short_key(key: str) -> str:
+    """The inverse of resolve_key: the bare leaf name where it is unambiguous, else the dotted key."""
+    leaf = key.rsplit(".", 1)[-1]
+    return leaf if len(_keys_with_leaf(leaf, leaf_keys())) == 1 else key
+
+
+def _keys_with_leaf(leaf: str, keys) -> list[str]:
+    return [k for k in keys if k.rsplit(".", 1)[-1] == leaf]
 
 
 def parse_value(key: str, text: str, kind: type) -> Any:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import LADDER, ConfigError, build_config
+from .config import LADDER, ConfigError, base_preset, build_config
 from .results import atomic_write
 
 REL = 1e-3  # agreement tolerance for times read back from CSV (6 significant digits are written)
@@ -201,7 +201,7 @@ def variant_label(row: dict) -> str:
     actual = {a: str(row.get(a) if row.get(a) is not None else "") for a in AXES}
     if any(v in ("", "nan") for v in actual.values()):
         return name  # an older row without the settings columns
-    preset = str(row.get("preset")).split("(", 1)[0]  # `fast(whiten=false)`: the variant defines fast's settings
+    preset = base_preset(str(row.get("preset")))  # `fast(whiten=false)`: the variant defines fast's settings
     defined = defined_settings(preset, name, str(row.get("profile")), str(row.get("device_type", "")))
     if defined is None:
         return f"{name}[{','.join(_token(a, actual[a]) for a in AXES)}]"

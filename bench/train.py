@@ -112,15 +112,16 @@ def evaluate(model, images: torch.Tensor, labels: torch.Tensor, cfg: RunConfig, 
     part = slice(info.rank, None, info.world)
     images, labels = images[part], labels[part]
     cheaper = TTA_MODES[:TTA_MODES.index(cfg.train.tta)]
+    complete = {TTA_VIEWS[m] for m in cheaper}
     sums = torch.zeros(2 + len(cheaper), device=device, dtype=torch.float64)  # loss sum, correct, per cheaper mode
     preds = []
     for x, y in eval_batches(images, labels, cfg.train.eval_batch_size, DTYPES[cfg.train.precision],
                              cfg.train.channels_last):
         logits, hits = 0, []
-        for i, v in enumerate(tta_views(x, cfg.train.tta)):
+        for n_views, v in enumerate(tta_views(x, cfg.train.tta), 1):
             with autocast(device, cfg.train.precision):
                 logits = logits + model(v).float()
-            if len(hits) < len(cheaper) and i + 1 == TTA_VIEWS[cheaper[len(hits)]]:
+            if n_views in complete:  # a cheaper mode's views are all in: score it (in TTA_MODES order)
                 hits.append((logits.argmax(1) == y).sum().double())
         p = logits.argmax(1)
         sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(), (p == y).sum().double(), *hits])
