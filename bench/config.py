@@ -101,6 +101,8 @@ class OptimConfig:
     lr_source: str = "reference LR finder suggestion (Adam, wd 1e-4, batch 512): 2e-3"  # where lr_max came from
     ema_decay: float = 0.0  # per-step decay of the weights' moving average, evaluated instead of them (0: off)
     ema_every: int = 5  # the average is updated every k steps with decay**k (Page, hlb-CIFAR10, airbench)
+    norm_scale_frozen: bool = False  # norm layers' scales fixed at 1 and not trained (Page's ResNet-9, airbench)
+    norm_bias_lr_scale: float = 1.0  # norm layers' biases: LR x this, weight decay / this (Page, airbench: 64)
 
     def __post_init__(self):
         _one_of("optim.optimizer", self.optimizer, ("adam", "sgd"))
@@ -114,6 +116,7 @@ class OptimConfig:
         _check(0 <= self.label_smoothing < 1, f"optim.label_smoothing={self.label_smoothing} must be in [0, 1)")
         _check(0 <= self.ema_decay < 1, f"optim.ema_decay={self.ema_decay} must be in [0, 1)")
         _check(self.ema_every >= 1, f"optim.ema_every={self.ema_every} must be >= 1")
+        _check(self.norm_bias_lr_scale > 0, f"optim.norm_bias_lr_scale={self.norm_bias_lr_scale} must be > 0")
 
 
 TTA_MODES = ("none", "flip", "flip_translate")  # test-time augmentation, cheapest first; each adds views

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from model.init import NORM_LAYERS
 from model.transforms import autocast
 
 from .config import RunConfig
@@ -26,11 +27,30 @@ def trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def norm_biases(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The norm layers' trainable biases (the shifts after normalisation)."""
+    return [m.bias for m in model.modules()
+            if isinstance(m, NORM_LAYERS) and m.bias is not None and m.bias.requires_grad]
+
+
+def param_groups(model: torch.nn.Module, cfg: RunConfig) -> list[dict]:
+    """The optimiser's groups: the trainable parameters, with the norm biases in a group of their own when
+    `optim.norm_bias_lr_scale` != 1 (LR x scale, weight decay / scale: Page's ResNet-9, airbench use 64).
+    Each group's `lr_scale` multiplies the schedule's LR."""
+    scale = cfg.optim.norm_bias_lr_scale
+    biases = {id(p) for p in norm_biases(model)} if scale != 1 else set()
+    groups = [{"params": [p for p in trainable(model) if id(p) not in biases], "lr_scale": 1.0}]
+    if biases:
+        groups.append({"params": [p for p in trainable(model) if id(p) in biases], "lr_scale": scale,
+                       "weight_decay": cfg.optim.weight_decay / scale})
+    return groups
+
+
 def one_cycle(opt: torch.optim.Optimizer, cfg: RunConfig, total_steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
-    """The config's one-cycle schedule over `total_steps` steps of `opt`."""
+    """The config's one-cycle schedule over `total_steps` steps of `opt` (each group's peak x its lr_scale)."""
     o = cfg.optim
     return torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=o.lr_max, total_steps=total_steps, pct_start=o.pct_start, anneal_strategy=o.anneal,
+        opt, max_lr=[o.lr_max * g.get("lr_scale", 1.0) for g in opt.param_groups], total_steps=total_steps, pct_start=o.pct_start, anneal_strategy=o.anneal,
         div_factor=o.lr_div, final_div_factor=o.final_div, cycle_momentum=False, three_phase=False)
 
 
@@ -75,9 +95,10 @@ class TrainStep:
         self.lr_values = lrs.tolist()  # host copy, for the epoch log
         self.lrs = lrs.to(device=device, dtype=dtype)  # (total_steps,)
         self.lr = self.lrs[0].clone()  # the live LR: the optimizer holds this very tensor
-        self.opt = make_optimizer(trainable(model), cfg, self.lr, fused=True)
-        for group in self.opt.param_groups:
-            group["lr"] = self.lr
+        self.opt = make_optimizer(param_groups(model, cfg), cfg, self.lr, fused=True)
+        for group in self.opt.param_groups:  # the optimizer holds these very tensors: the base LR or a scaled copy
+            group["lr"] = self.lr if group["lr_scale"] == 1 else self.lr * group["lr_scale"]
+        self.scaled = [(g["lr"], g["lr_scale"]) for g in self.opt.param_groups if g["lr_scale"] != 1]
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")  # fp16 only: syncs
         self.i = torch.zeros((), dtype=torch.long, device=device)  # global step
         self.j = torch.zeros((), dtype=torch.long, device=device)  # step within the epoch
@@ -86,7 +107,7 @@ class TrainStep:
         self.steps = 0  # host counter of steps taken (drives the EMA; never read from the device)
         mode = cfg.train.compile
         if mode != "off":  # the step mutates its state in place: fixed addresses let CUDA graphs keep it
-            for t in (self.lrs, self.lr, self.i, self.j, self.losses, self.correct):
+            for t in (self.lrs, self.lr, *(lr for lr, _ in self.scaled), self.i, self.j, self.losses, self.correct):
                 torch._dynamo.mark_static_address(t)
         self._step = self._eager_step if mode == "off" else torch.compile(
             self._eager_step, mode=None if mode == "default" else mode)
@@ -95,6 +116,8 @@ class TrainStep:
         loss, hits = loss_and_hits(self.model, x, y, self.cfg, self.device)
         self.scaler.scale(loss).backward()
         self.lr.copy_(self.lrs.index_select(0, self.i.view(1)).view(()))  # a tensor index: no host read
+        for lr, scale in self.scaled:
+            torch.mul(self.lr, scale, out=lr)
         self.scaler.step(self.opt)
         self.scaler.update()
         self.opt.zero_grad(set_to_none=True)
@@ -135,7 +158,7 @@ class PlainStep:
     def __init__(self, model: torch.nn.Module, cfg: RunConfig, device: torch.device, total_steps: int):
         o = cfg.optim
         self.model, self.cfg, self.device = model, cfg, device
-        self.opt = make_optimizer(trainable(model), cfg, o.lr_max / o.lr_div)
+        self.opt = make_optimizer(param_groups(model, cfg), cfg, o.lr_max / o.lr_div)
         self.sched = one_cycle(self.opt, cfg, total_steps)
         self.ema = None
         if o.ema_decay:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model.init import dirac_convs_, whiten_conv_
+from model.init import dirac_convs_, freeze_norm_scales_, whiten_conv_
 from model.transforms import DTYPES, autocast, build_model, compile_model
 from pipeline import CIFAR10, eval_batches, load_cifar10, loader_spec, make_loader
 from pipeline.cifar10 import data_fingerprint
@@ -87,6 +87,8 @@ def init_model(model: torch.nn.Module, cfg: RunConfig) -> None:
         dirac_convs_(model, skip=model.prep)
     if cfg.init.whiten and cfg.init.whiten_frozen:
         model.prep[0].weight.requires_grad_(False)
+    if cfg.optim.norm_scale_frozen:
+        freeze_norm_scales_(model)
 
 
 def init_from_data(model: torch.nn.Module, cfg: RunConfig, data: CIFAR10) -> None:

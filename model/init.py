@@ -4,6 +4,8 @@
   scaled by 1/sqrt(eigenvalue + eps), so its outputs start decorrelated with unit variance (Page's ResNet-9 "bag of
   tricks"; airbench, which freezes them). A 3x3 conv on 3 channels has 27 directions, so 54 filters; the rest keep
   their default initialisation.
+- `freeze_norm_scales_`: the norm layers' scales fixed at 1 and left out of training (Page's ResNet-9, airbench); with
+  the scale gone, each channel's size after the norm is set by its bias alone, which they train at 64x the LR.
 - `dirac_convs_`: every other conv starts as the identity on its first min(C_in, C_out) output channels (airbench),
   so a fresh network passes its input through and early steps train a near-linear path.
 """
@@ -12,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)  # the fused BatchNormReLU2d is a BatchNorm2d
 
 
 def patch_covariance(images: torch.Tensor, kernel: int, chunk: int = 500) -> torch.Tensor:
@@ -66,3 +70,13 @@ def dirac_convs_(model: nn.Module, skip: nn.Module | None = None) -> int:
     for conv in convs:
         dirac_conv_(conv)
     return len(convs)
+
+
+@torch.no_grad()
+def freeze_norm_scales_(model: nn.Module) -> int:
+    """Every norm layer's scale set to 1 and frozen (requires_grad False); returns how many were frozen."""
+    layers = [m for m in model.modules() if isinstance(m, NORM_LAYERS) and m.weight is not None]
+    for m in layers:
+        m.weight.fill_(1.0)
+        m.weight.requires_grad_(False)
+    return len(layers)
