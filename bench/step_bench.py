@@ -2,7 +2,7 @@
 
 Rows: `plain` (eager model, Python-float LR from OneCycleLR, AveragedModel every step: the step before issue 12),
 `new` eager, `new` compiled (`default`), and on CUDA `new` under CUDA graphs (`reduce-overhead`); at batch 512
-(the recipe's) and 16 (where host overhead dominates). The CustomResNet, bf16 channels-last, the fast recipe's
+(the recipe's) and 16 (where host overhead dominates). The CustomResNet, the fast variant's precision (bf16, or fp32 on a CPU without native bf16), channels-last, the fast recipe's
 optimizer and EMA, random images (no data needed). Each row: warm-up steps (compilation) apart, then `steps`
 timed steps between two device synchronisations. Appends to <results_dir>/step.csv.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from model.transforms import build_model
+from model.transforms import DTYPES, build_model
 
 from .config import COMPILE_MODES, ConfigError, build_config
 from .ema import WeightEMA
@@ -64,7 +64,7 @@ def main(results_dir: str = "results", batch_sizes: str = "512,16", steps: int =
         n = steps or (20 if device.type == "cuda" else (3 if bs >= 256 else 10))
         g = torch.Generator(device=device).manual_seed(0)
         x = torch.randn(bs, 3, 32, 32, device=device, generator=g).to(
-            dtype=torch.bfloat16, memory_format=torch.channels_last)
+            dtype=DTYPES[base.train.precision], memory_format=torch.channels_last)
         y = torch.randint(0, 10, (bs,), device=device, generator=g)
         total = (warmup + n) * 2
         for kind, mode in rows:
