@@ -47,11 +47,17 @@ def param_groups(model: torch.nn.Module, cfg: RunConfig) -> list[dict]:
 
 
 def one_cycle(opt: torch.optim.Optimizer, cfg: RunConfig, total_steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
-    """The config's one-cycle schedule over `total_steps` steps of `opt` (each group's peak x its lr_scale)."""
+    """The config's one-cycle schedule over `total_steps` steps of `opt` (each group's peak x its lr_scale).
+
+    torch's OneCycleLR divides by zero when its rise ends on step 0 (pct_start x total_steps == 1, e.g. 4 steps at
+    pct_start 0.25); a rise ending 1e-9 of a step later is the same schedule (step 0 at the start LR, step 1 on the
+    descent) and computes."""
     o = cfg.optim
+    pct_start = o.pct_start * (1 + 1e-9) if o.pct_start * total_steps == 1 else o.pct_start
     return torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=[o.lr_max * g.get("lr_scale", 1.0) for g in opt.param_groups], total_steps=total_steps, pct_start=o.pct_start, anneal_strategy=o.anneal,
-        div_factor=o.lr_div, final_div_factor=o.final_div, cycle_momentum=False, three_phase=False)
+        opt, max_lr=[o.lr_max * g.get("lr_scale", 1.0) for g in opt.param_groups], total_steps=total_steps,
+        pct_start=pct_start, anneal_strategy=o.anneal, div_factor=o.lr_div, final_div_factor=o.final_div,
+        cycle_momentum=False, three_phase=False)
 
 
 def one_cycle_lrs(cfg: RunConfig, total_steps: int) -> torch.Tensor:

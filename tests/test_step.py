@@ -72,6 +72,25 @@ def test_device_lr_schedule_equals_one_cycle_step_by_step():
     assert lrs.tolist() == expected and 0.9 * o.lr_max < lrs.max() <= o.lr_max  # the one-cycle peak, not a flat line
 
 
+@pytest.mark.parametrize("total", [4, 8])  # pct_start 0.25 x 4 == 1: torch's OneCycleLR divides by zero there
+def test_schedules_of_every_length_compute_where_the_rise_ends_on_step_zero(total):
+    cfg = build_config("fast")
+    assert cfg.optim.pct_start * 4 == 1
+    o = cfg.optim
+    model = torch.nn.Linear(3, 2)
+    step = TrainStep(model, cfg, torch.device("cpu"), total, total)  # the step train() builds
+    plain = PlainStep(torch.nn.Linear(3, 2), cfg, torch.device("cpu"), total)  # the eager baseline's
+    seen = []
+    for _ in range(total):
+        seen.append(plain.opt.param_groups[0]["lr"])
+        plain.opt.step()
+        plain.sched.step()
+    assert step.lr_values == pytest.approx(seen, rel=1e-6)
+    assert step.lr_values[0] == pytest.approx(o.lr_max / o.lr_div)  # starts at the bottom
+    assert all(a > b for a, b in zip(step.lr_values[1:], step.lr_values[2:]))  # then only descends
+    assert max(step.lr_values) <= o.lr_max and step.lr_values[-1] < step.lr_values[0]
+
+
 def test_ema_every_k_equals_a_reference_ema_applied_every_k_steps():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
