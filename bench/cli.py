@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import functools
+import signal
 import sys
+import threading
 
 import torch
 
@@ -52,7 +54,17 @@ def _refuse(kind: str, e: BaseException) -> int:
     return 2
 
 
+class Terminated(BaseException):
+    """SIGTERM (`kill`, a scheduler's time limit): unwinds like Ctrl-C, so nothing half-written is left."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    main_thread = threading.current_thread() is threading.main_thread()  # signals install there only
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         return _main(argv)
     except ConfigError as e:
@@ -68,7 +80,14 @@ def main(argv: list[str] | None = None) -> int:
             print("interrupted (Ctrl-C): the unfinished run wrote no row; rows already written are intact",
                   file=sys.stderr)
         return 130
+    except Terminated:
+        if env_is_main():
+            print("terminated (SIGTERM): the unfinished run wrote no row; rows already written are intact",
+                  file=sys.stderr)
+        return 143
     finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
         shutdown()  # leave a torchrun process group cleanly
 
 

@@ -145,6 +145,25 @@ def test_ctrl_c_is_one_line_and_exit_130(capsys, base, monkeypatch):
     assert rc == 130 and err.count("\n") == 1 and err.startswith("interrupted (Ctrl-C)")
 
 
+def test_sigterm_is_one_line_and_exit_143(tmp_path, cifar_dir):
+    """A real process killed by SIGTERM while it trains: one line, exit 143, no row."""
+    import signal
+    res = tmp_path / "res"
+    code = ("import os, signal, sys, bench.train\n"
+            "def train(cfg, *a, **k):\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    raise AssertionError('SIGTERM did not stop the run')\n"
+            "bench.train.train = train\n"
+            "from bench.cli import main\n"
+            f"sys.exit(main(['run', '--profile=full', '--data_dir={cifar_dir}', '--train_subset=256', "
+            f"'--test_subset=256', '--epochs=1', '--batch_size=64', '--results_dir={res}']))\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 143, (p.returncode, p.stderr)
+    assert p.stderr.count("\n") == 1 and p.stderr.startswith("terminated (SIGTERM)"), p.stderr
+    assert not (res / "runs.csv").exists()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # this process's handler is untouched
+
+
 def test_show_config_and_config_errors_print_no_profile_note(capsys, monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # where the note would be printed
     assert main(["show-config"]) == 0
