@@ -35,7 +35,7 @@ from .distributed import DistInfo, all_reduce_sum, barrier, env_is_main, init_di
 from .ema import WeightEMA
 from .progress import Progress
 from .report import write_report
-from .results import EPOCH_COLUMNS, append_row, commit_note, environment, write_csv
+from .results import EPOCH_COLUMNS, RUN_COLUMNS, ResultsError, append_row, commit_note, environment, write_csv
 from .step import TrainStep
 from .timer import Timer, synchronize
 
@@ -348,16 +348,30 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
 
     def log_epoch(epochs: list[dict[str, Any]]) -> None:
         if write and env_is_main():
-            write_csv(run_dir / "epochs.csv", EPOCH_COLUMNS, epochs)
+            try:
+                write_csv(run_dir / "epochs.csv", EPOCH_COLUMNS, epochs)
+            except OSError as e:  # a full disk mid-run: stop here, in one line, rather than train unrecorded
+                raise ResultsError(f"the epoch log {run_dir}/epochs.csv could not be written ({e.strerror or e}); "
+                                   f"the run stopped at epoch {len(epochs)} and wrote no row: free space or fix "
+                                   f"permissions, then run again") from None
         if on_epoch:
             on_epoch(epochs[-1])
     r = fit(cfg, data, quiet, log_epoch, run_id)
     main = r.info.is_main
     if write and main:
         r.run_dir = run_dir
-        if not r.epochs:  # diverged in epoch 1: log_epoch never ran, and the summary names this file
-            write_csv(run_dir / "epochs.csv", EPOCH_COLUMNS, r.epochs)
-        append_row(Path(cfg.results_dir) / "runs.csv", result_row(cfg, r, r.env, r.data, r.info))
+        row = result_row(cfg, r, r.env, r.data, r.info)
+        try:
+            if not r.epochs:  # diverged in epoch 1: log_epoch never ran, and the summary names this file
+                write_csv(run_dir / "epochs.csv", EPOCH_COLUMNS, r.epochs)
+            append_row(Path(cfg.results_dir) / "runs.csv", row)
+        except OSError as e:  # a full disk: the result is printed and kept beside the run, runs.csv is unchanged
+            print(summary_line(cfg, r, r.env), flush=True)
+            kept = keep_unrecorded_row(run_dir, row)
+            raise ResultsError(f"the row could not be appended to {cfg.results_dir}/runs.csv ({e.strerror or e}); "
+                               f"runs.csv is unchanged; the result is the line above"
+                               + (f"; the row is kept in {kept} (its second line is the runs.csv line)"
+                                  if kept else "") + ": free space, then add it or run again") from None
         if not quiet:
             print(f"row appended to {cfg.results_dir}/runs.csv (run {run_id}); epoch log in {run_dir}/epochs.csv")
         if r.preds is not None:  # after the row: a failing figure must not cost the evidence
@@ -370,6 +384,17 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
     if not quiet and main:
         print(summary_line(cfg, r, r.env))
     return r
+
+
+def keep_unrecorded_row(run_dir: Path, row: dict[str, Any]) -> Path | None:
+    """Best effort, once runs.csv could not take the row: the row as a one-row CSV in the run's folder (marks it
+    unrecorded). None when that cannot be written either (the disk is still full)."""
+    path = run_dir / "UNRECORDED-row.csv"
+    try:
+        write_csv(path, RUN_COLUMNS, [row])
+        return path
+    except OSError:
+        return None
 
 
 def result_row(cfg: RunConfig, r: RunResult, env: dict[str, Any], data: CIFAR10,

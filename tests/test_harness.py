@@ -95,6 +95,32 @@ def test_cli_run_writes_where_it_says(tmp_path, cifar_dir, capsys):
     assert len(read_csv(tmp_path / "runs.csv")) == 1
 
 
+def test_a_full_disk_at_the_row_keeps_the_result_and_runs_csv(tmp_path, cifar_dir, capsys, monkeypatch):
+    """The disk fills while the run trains: the row cannot be appended. One line, the result still printed,
+    runs.csv as it was, the row kept beside the run."""
+    import errno
+    from bench import results
+    (tmp_path / "runs.csv").write_text(",".join(RUN_COLUMNS) + "\n")
+    before = (tmp_path / "runs.csv").read_bytes()
+    real = results.atomic_write
+
+    def full(path, text):
+        if path.name == "runs.csv":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, text)
+    monkeypatch.setattr(results, "atomic_write", full)
+    rc = main(["run", "--variant=fast", "--profile=full", f"--data_dir={cifar_dir}", "--train_subset=256",
+               "--test_subset=256", "--batch_size=64", "--epochs=1", f"--results_dir={tmp_path}"])
+    out, err = capsys.readouterr()
+    assert rc == 2 and err.count("\n") == 1 and "No space left on device" in err and "Traceback" not in err, err
+    assert "reach 90.0%" in out  # the summary line: the result is not lost
+    assert (tmp_path / "runs.csv").read_bytes() == before
+    kept = list((tmp_path / "runs").glob("*/UNRECORDED-row.csv"))
+    assert len(kept) == 1 and str(kept[0]) in err
+    row = read_csv(kept[0])[0]
+    assert row["status"] in ("reached", "not_reached") and (tmp_path / "runs" / row["run_id"]) == kept[0].parent
+
+
 @pytest.mark.slow
 def test_real_data_learns_far_above_chance(tmp_path, cifar):
     """About 45 s on 2 CPU cores: 8,192 training images, one epoch, batch 128, bf16 channels-last."""
