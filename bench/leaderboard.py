@@ -13,6 +13,7 @@ variant run with a setting overridden is shown with it (`fast+triton`).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import re
@@ -33,7 +34,10 @@ STANDARD = {"full": (50000, 10000), "smoke": (8000, 2000)}  # data sizes of each
 
 
 class NoRuns(Exception):
-    """Nothing to rank: runs.csv is missing or has no rows."""
+    """Nothing to rank: runs.csv is missing, has no rows, or cannot be read as a whole (one line says why)."""
+
+
+LOG_COLUMNS = ("epoch", "epoch_time_s", "train_time_s", "eval_time_s", "test_acc")  # what the check reads
 
 
 class Unreadable(ValueError):
@@ -77,16 +81,23 @@ def _check(row, runs_dir: Path) -> str | None:
             raise Unreadable(f"{name} is empty")
     status, epochs_run, target = row["status"], int(_num(row, "epochs_run")), _num(row, "target_acc")
     log = runs_dir / str(row["run_id"]) / "epochs.csv"
-    if status == "diverged" and epochs_run == 1 and (not log.is_file() or not log.read_text().strip()):
-        return None  # diverged inside epoch 1: no epoch finished, so no log line is owed
+    first_epoch_divergence = status == "diverged" and epochs_run == 1  # no epoch finished: no log line is owed
     if not log.is_file():
-        return f"per-epoch log {log} is missing"
+        return None if first_epoch_divergence else f"per-epoch log {log} is missing"
     try:
         ep = pd.read_csv(log)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+    except pd.errors.EmptyDataError:
+        ep = pd.DataFrame()
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
         return f"per-epoch log is not readable CSV ({str(e).splitlines()[0]})"
     if ep.empty:
-        return "per-epoch log is empty"
+        return None if first_epoch_divergence else "per-epoch log is empty"
+    missing = [c for c in LOG_COLUMNS if c not in ep]
+    if missing:
+        return f"per-epoch log lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
+    for c in LOG_COLUMNS:
+        if not pd.api.types.is_numeric_dtype(ep[c]) or not ep[c].notna().all():
+            return f"per-epoch log has a missing or non-numeric {c} cell"
     if list(ep["epoch"]) != list(range(1, len(ep) + 1)):
         return "per-epoch log epochs are not 1..n"
     if status == "diverged":
@@ -124,8 +135,19 @@ def read_rows(path: Path) -> tuple[list[dict], list[dict]]:
     """(rows as strings with their line number, refusals {run_id, variant, reason}) of a runs.csv."""
     if not path.is_file():
         raise NoRuns(f"no runs to rank: {path} does not exist (`make bench` or `python -m bench run` writes it)")
+    try:
+        return _read_rows(path)
+    except UnicodeDecodeError as e:
+        raise NoRuns(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8 CSV") from None
+    except csv.Error as e:
+        raise NoRuns(f"{path} is not readable CSV ({e}); fix or remove the damaged line") from None
+    except OSError as e:
+        raise NoRuns(f"cannot read {path} ({e.strerror or e}); fix its permissions") from None
+
+
+def _read_rows(path: Path) -> tuple[list[dict], list[dict]]:
     rows, bad, first_line = [], [], {}
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet program's byte-order mark
         reader = csv.DictReader(f)
         width = len(reader.fieldnames or [])
         for rec in reader:
@@ -370,8 +392,10 @@ def plot(ok: pd.DataFrame, results_dir: Path) -> list[Path]:
         ax.legend()
         path = out_dir / f"{plot_name(*event)}.png"
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
         plt.close(fig)
+        atomic_write(path, buf.getvalue())  # a killed leaderboard leaves the old figure, never a 0-byte one
         paths.append(path)
     return paths
 
@@ -386,8 +410,13 @@ def main(results_dir: str = "results") -> int:
               file=sys.stderr)
         return 2
     text = render(ok, refused, orphans(root, set(ok["run_id"]) | set(refused["run_id"])))
-    atomic_write(root / "leaderboard.md", text + "\n")
     print(text)
-    for p in plot(ok, root):
-        print(f"plot: {p}")
+    try:
+        atomic_write(root / "leaderboard.md", text + "\n")
+        for p in plot(ok, root):
+            print(f"plot: {p}")
+    except OSError as e:
+        print(f"leaderboard: cannot write under {root} ({e.strerror or e}); the table above is complete: free "
+              f"space or make the folder writable, then run again", file=sys.stderr)
+        return 2
     return 0

@@ -16,7 +16,7 @@ from pipeline.cifar10 import resolve_data_dir, verify_md5
 
 from .config import ConfigError, RunConfig
 from .distributed import env_world_size
-from .results import check_csv, check_results_dir
+from .results import RUN_COLUMNS, check_csv, check_results_dir
 
 TRAIN_IMAGES = 50_000  # the training split when data.train_subset is 0
 
@@ -82,6 +82,6 @@ def preflight(cfgs: list[RunConfig], csv_name: str = "runs.csv") -> None:
         check_packages(cfg, check_device(cfg))
     for results_dir in dict.fromkeys(cfg.results_dir for cfg in cfgs):
         check_results_dir(results_dir)
-        check_csv(Path(results_dir) / csv_name)
+        check_csv(Path(results_dir) / csv_name, RUN_COLUMNS if csv_name == "runs.csv" else ())
     for data_dir in dict.fromkeys(cfg.data.data_dir for cfg in cfgs):
         check_data(next(cfg for cfg in cfgs if cfg.data.data_dir == data_dir))

@@ -53,14 +53,16 @@ def remove_stale_temporaries(path: Path, now: float | None = None) -> list[Path]
     return removed
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, fsync, rename: readers see old or new, never half."""
+def atomic_write(path: Path, text: str | bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, rename: readers see old or new, never half.
+    A symlink is written through (its target replaced), so a link to a shared file stays a link."""
+    path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, _file_mode())
-        with os.fdopen(fd, "w", newline="") as f:
+        with (os.fdopen(fd, "wb") if isinstance(text, bytes) else os.fdopen(fd, "w", newline="")) as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -96,7 +98,7 @@ def append_row(path: Path, row: dict[str, Any], columns: Iterable[str] = RUN_COL
     never costs the new row. Columns the file lacks (an older schema) are added, with empty cells in the
     older rows.
     """
-    path = Path(path)
+    path = Path(os.path.realpath(path))  # a link to a shared runs.csv: lock and write beside the shared file
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = list(columns)
     unknown = set(row) - set(columns)
@@ -106,8 +108,8 @@ def append_row(path: Path, row: dict[str, Any], columns: Iterable[str] = RUN_COL
         fcntl.flock(lock, fcntl.LOCK_EX)
         old = ""
         if path.exists():
-            with open(path, newline="") as f:  # newline="": line ends inside quoted cells stay as written
-                old = f.read()
+            with open(path, newline="", encoding="utf-8-sig") as f:  # newline="": line ends in cells stay
+                old = f.read()  # -sig: a spreadsheet program's byte-order mark is dropped, the rows kept
         if not old.strip():
             write_csv(path, columns, [row])
             return
@@ -156,17 +158,26 @@ def check_results_dir(results_dir: str | Path) -> Path:
     return root
 
 
-def check_csv(path: str | Path) -> None:
-    """Before any training: every line of a results CSV has one field per header column (names file and line)."""
+def check_csv(path: str | Path, known: Iterable[str] = ()) -> None:
+    """Before any training: the header names only `known` columns (when given; a renamed or foreign header would
+    split the schema), and every line has one field per header column (names file and line)."""
     path = Path(path)
+    lock = path.with_name(path.name + ".lock")
+    if lock.is_dir():
+        raise ResultsError(f"{lock} is a folder where the results lock file should be: move it away")
     if not path.exists():
         return
     if path.is_dir():
         raise ResultsError(f"{path} is a folder where the results CSV should be: move it away")
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             header = next(reader, None)
+            foreign = [c for c in header or [] if c not in known] if known else []
+            if foreign:
+                raise ResultsError(f"{path} has header columns this harness never writes ({', '.join(foreign[:3])}"
+                                   f"{', ...' if len(foreign) > 3 else ''}): restore its header, or move the file "
+                                   f"away and start a new one")
             for rec in reader:
                 if rec and len(rec) != len(header):
                     raise ResultsError(f"{path} line {reader.line_num}: {len(rec)} fields where the header has "

@@ -209,3 +209,19 @@ def test_cli_chooses_the_triton_interpreter_for_a_cpu_run(capsys, trained, base,
     assert main(["run", *base, "--norm_kernel=triton", "--device=cpu"]) == 0
     assert os.environ.get("TRITON_INTERPRET") == "1" and len(trained) == 1
 
+
+
+def test_runs_csv_with_a_foreign_header_is_refused_before_training(capsys, trained, base, tmp_path):
+    from bench.results import RUN_COLUMNS
+    res = tmp_path / "res"
+    res.mkdir()
+    renamed = ["run id" if c == "run_id" else c for c in RUN_COLUMNS]
+    (res / "runs.csv").write_text(",".join(renamed) + "\n")
+    refused(capsys, ["run", *base], "runs.csv", "run id", trained=trained)
+    (res / "runs.csv").write_text(";".join(RUN_COLUMNS) + "\n")  # a spreadsheet's semicolons
+    refused(capsys, ["run", *base], "runs.csv", "header", trained=trained)
+
+
+def test_a_lock_path_that_is_a_folder_is_refused_before_training(capsys, trained, base, tmp_path):
+    (tmp_path / "res" / "runs.csv.lock").mkdir(parents=True)
+    refused(capsys, ["run", *base], "runs.csv.lock", "folder", trained=trained)

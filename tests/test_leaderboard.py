@@ -31,7 +31,8 @@ def add_run(root, run_id, device, variant, accs, epoch_s, tamper=None, write_log
            "variant": variant, "train_images": 50000, "test_images": 10000, **SETTINGS.get(variant, SETTINGS["fast"]),
            "status": "reached" if hit else "not_reached", "epochs_run": len(accs), "target_acc": target,
            "target_epoch": hit["epoch"] if hit else None, "time_to_target_s": hit["train_time_s"] if hit else None,
-           "train_time_s": cum, "final_test_acc": accs[-1], "best_test_acc": max(accs), "images_per_s": 1000.0}
+           "train_time_s": cum, "final_test_acc": accs[-1] if accs else None, "best_test_acc": max(accs, default=None),
+           "images_per_s": 1000.0}
     row.update(tamper or {})
     if write_log:
         write_csv(root / "runs" / run_id / "epochs.csv", EPOCH_COLUMNS, epochs)
@@ -179,3 +180,84 @@ def test_ladder_shows_img_per_s_and_time_to_target_per_rung(tmp_path):
     rows = [l for l in lines if l.startswith("| ") and not l.startswith("| rung")]
     assert [r.split(" | ")[0] for r in rows] == ["| eager", "| device", "| bf16", "| channels-last"]  # ladder order
     assert rows[2] == "| bf16 | 1 | 1/1 | 4.0 | 500 | 2.00x | 4.00x |"
+
+
+def test_damaged_epoch_logs_are_refused_while_the_rest_ranks(tmp_path):
+    add_run(tmp_path, "good", "GPU-A", "fast", [0.5, 0.95], 2.0)
+    add_run(tmp_path, "no-col", "GPU-A", "fast", [0.5, 0.95], 2.0)
+    add_run(tmp_path, "text", "GPU-A", "fast", [0.5, 0.95], 2.0)
+    log = tmp_path / "runs" / "no-col" / "epochs.csv"
+    log.write_text(pd.read_csv(log).drop(columns=["epoch_time_s"]).to_csv(index=False))
+    log = tmp_path / "runs" / "text" / "epochs.csv"
+    log.write_text(log.read_text().replace("0.95", "n/a"))
+    ok, refused = leaderboard.load(tmp_path)
+    reasons = dict(zip(refused["run_id"], refused["reason"]))
+    assert list(ok["run_id"]) == ["good"]
+    assert "lacks the column epoch_time_s" in reasons["no-col"] and "non-numeric test_acc" in reasons["text"]
+
+
+def test_an_epoch_one_divergence_with_a_header_only_log_is_listed_as_diverged(tmp_path):
+    add_run(tmp_path, "ok", "GPU-A", "fast", [0.5, 0.95], 2.0)
+    add_run(tmp_path, "boom", "GPU-A", "fast", [], 2.0, write_log=False,
+            tamper={"status": "diverged", "epochs_run": 1, "diverged_epoch": 1, "train_time_s": 0.5,
+                    "best_test_acc": None, "final_test_acc": None})
+    write_csv(tmp_path / "runs" / "boom" / "epochs.csv", EPOCH_COLUMNS, [])  # what train() writes: a header
+    ok, refused = leaderboard.load(tmp_path)
+    assert refused.empty, refused.to_dict("records")
+    assert set(ok["run_id"]) == {"ok", "boom"}
+    assert "diverged" in leaderboard.render(ok, refused)
+
+
+def test_unreadable_runs_csv_files_are_one_line_and_exit_2(tmp_path, capsys):
+    import csv
+    cases = {"latin1": ",".join(RUN_COLUMNS).encode() + "\nr\u00e9,x\n".encode("latin-1"),
+             "huge": ",".join(RUN_COLUMNS).encode() + b'\n"' + b"x" * (csv.field_size_limit() + 10) + b'"\n'}
+    for name, data in cases.items():
+        root = tmp_path / name
+        root.mkdir()
+        (root / "runs.csv").write_bytes(data)
+        assert leaderboard.main(str(root)) == 2, name
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err and str(root / "runs.csv") in err, err
+
+
+def test_a_byte_order_mark_keeps_every_row(tmp_path):
+    add_run(tmp_path, "a", "GPU-A", "fast", [0.5, 0.95], 2.0)
+    path = tmp_path / "runs.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))  # as a spreadsheet saves it
+    ok, _ = leaderboard.load(tmp_path)
+    assert list(ok["run_id"]) == ["a"]
+
+
+def test_an_unwritable_folder_prints_the_table_and_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+    add_run(tmp_path, "a", "GPU-A", "fast", [0.5, 0.95], 2.0)
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(leaderboard, "atomic_write", full)
+    assert leaderboard.main(str(tmp_path)) == 2
+    out, err = capsys.readouterr()
+    assert "# Leaderboard" in out and err.count("\n") == 1 and "No space left on device" in err
+
+
+def test_figures_are_written_atomically(tmp_path, monkeypatch):
+    """A leaderboard killed while it saves a figure leaves the previous figure, never a truncated file."""
+    from matplotlib.figure import Figure
+    add_run(tmp_path, "a", "GPU-A", "fast", [0.5, 0.95], 2.0)
+    assert leaderboard.main(str(tmp_path)) == 0
+    (png,) = (tmp_path / "plots").glob("*.png")
+    before = png.read_bytes()
+
+    def killed_mid_write(self, target, **kwargs):
+        if isinstance(target, (str, bytes)) or hasattr(target, "__fspath__"):
+            target = open(target, "wb")
+        target.write(before[:10])
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Figure, "savefig", killed_mid_write)
+    try:
+        leaderboard.main(str(tmp_path))
+    except KeyboardInterrupt:
+        pass
+    assert png.read_bytes() == before and len(before) > 1000
+    assert not list((tmp_path / "plots").glob(".*.tmp"))

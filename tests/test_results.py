@@ -133,3 +133,26 @@ def test_results_dir_checks(tmp_path):
         results.check_results_dir(tmp_path / "res")
     assert results.check_results_dir(tmp_path / "new" / "deep") == tmp_path / "new" / "deep"
     assert (tmp_path / "new" / "deep" / "runs").is_dir() and not list((tmp_path / "new" / "deep" / "runs").iterdir())
+
+
+def test_a_runs_csv_that_is_a_link_to_a_shared_file_stays_a_link(tmp_path):
+    from bench.results import RUN_COLUMNS, append_row
+    shared = tmp_path / "shared" / "runs.csv"
+    shared.parent.mkdir()
+    (tmp_path / "mine").mkdir()
+    link = tmp_path / "mine" / "runs.csv"
+    link.symlink_to(shared)
+    append_row(link, {"run_id": "a"}, RUN_COLUMNS)
+    append_row(link, {"run_id": "b"}, RUN_COLUMNS)
+    assert link.is_symlink()
+    assert [line.split(",")[0] for line in shared.read_text().splitlines()] == ["run_id", "a", "b"]
+
+
+def test_a_byte_order_mark_is_dropped_and_every_row_kept(tmp_path):
+    from bench.results import RUN_COLUMNS, append_row
+    path = tmp_path / "runs.csv"
+    append_row(path, {"run_id": "a"}, RUN_COLUMNS)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
+    append_row(path, {"run_id": "b"}, RUN_COLUMNS)
+    text = path.read_text()
+    assert text.startswith("run_id,") and [line.split(",")[0] for line in text.splitlines()] == ["run_id", "a", "b"]
