@@ -77,13 +77,16 @@ def test_fp32_forward_matches(device, no_tf32):
 
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)
-@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-8), (torch.float32, 2e-2)])
-def test_a_few_training_steps_stay_together(device, dtype, tol, no_tf32):
+@pytest.mark.parametrize("dtype, tol, steps", [(torch.float64, 1e-8, 4), (torch.float32, 2e-3, 2)])
+def test_a_few_training_steps_stay_together(device, dtype, tol, steps, no_tf32):
+    """fp32 takes 2 steps: this batch-8 Adam run is chaotic from step 3, where two eager models 1e-7 apart
+    (relative, every weight) end 1.8% apart at step 4 (AVX2 CPU, 2026-12-01), so a later loss tests the
+    chaos, not the kernels; the second loss already reflects the fused backward's update."""
     eager, fused = twins(device, dtype)
     opts = [torch.optim.Adam(m.parameters(), lr=1e-3, weight_decay=1e-4) for m in (eager, fused)]
     gen = torch.Generator(device).manual_seed(0)
     losses = {0: [], 1: []}
-    for _ in range(4):
+    for _ in range(steps):
         x = torch.randn(8, 3, 32, 32, device=device, generator=gen, dtype=dtype)
         y = torch.randint(0, 10, (8,), device=device, generator=gen)
         for i, (m, opt) in enumerate(zip((eager, fused), opts)):
@@ -103,4 +106,4 @@ def test_a_few_training_steps_stay_together(device, dtype, tol, no_tf32):
     x = torch.randn(16, 3, 32, 32, device=device, generator=gen, dtype=dtype)
     with torch.no_grad():
         le, lf = eager(x), fused(x)
-    assert_close(lf, le, rtol=tol, atol=rel_tol(le, tol), what="eval logits after 4 Adam steps")
+    assert_close(lf, le, rtol=tol, atol=rel_tol(le, tol), what=f"eval logits after {steps} Adam steps")
