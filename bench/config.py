@@ -205,7 +205,8 @@ def fast8_recipe() -> RunConfig:
     loss, weight decay 5e-4), one-cycle over 8 epochs peaking at a quarter and annealing to lr/1000, label
     smoothing 0.2, logits scaled by 0.125, EMA of the weights (BN statistics included) every step, flip TTA.
 
-    Measured on the 2-core CPU, bf16 channels-last, full data: 90% at epoch 7 for each of 3 seeds (README).
+    Measured on the 2-core CPU with native bf16, bf16 channels-last, full data: 90% at epoch 7 for each of 3 seeds
+    (docs/results-history.md).
     """
     return RunConfig(
         preset="fast8",
@@ -222,11 +223,11 @@ def fast_recipe() -> RunConfig:
     augmentation; no cutout (airbench's choice): with cutout, seed 0 ended at 89.39% after 5 epochs with a
     training accuracy of 90.1% on augmented images, i.e. underfitting, so the regulariser goes. Network unchanged.
     Dirac initialisation (init.dirac) is available but not used: at this LR it raised the training loss above
-    chance in a 2,048-image trial (README).
+    chance in a 2,048-image trial (docs/recipes.md).
 
     Crops from the image padded by 2, not 4 (airbench's translate 2): with padding 4 seed 0 ended at 89.88%.
-    Measured (2-core CPU, full data, seeds 0-2): 90% at epoch 5 on each, 90.64 / 90.52 / 90.43% (README,
-    "A 5-epoch recipe").
+    Measured (2-core CPU with native bf16, full data, seeds 0-2): 90% at epoch 5 on each, 90.64 / 90.52 / 90.43%
+    (docs/results-history.md; ablations in docs/recipes.md).
     """
     base = fast8_recipe()
     return replace(base, preset="fast",
@@ -258,7 +259,7 @@ def cpu_has_native_bf16() -> bool:
 
 
 def fast_variant(cfg: RunConfig, device_type: str) -> RunConfig:
-    """The fastest settings measured per device type (see README, "Choosing `fast`").
+    """The fastest settings measured per device type (see docs/variants.md).
 
     CPU: bf16 channels-last eager where the CPU has native bf16, else fp32 channels-last (bf16 is ~8x slower
     there); torch.compile of the bf16 step measured slower on the CPU.
