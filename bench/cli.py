@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import signal
 import sys
 import threading
@@ -195,8 +196,8 @@ def _main(argv: list[str] | None = None) -> int:
     cfgs = [build_config(args.preset, v, profile, overrides, device_type) for v in variants]
     if args.command in ("race", "ladder") and (args.runs < 1 or not variants):
         raise ConfigError(f"race needs --runs >= 1 (got {args.runs}) and at least one of --variants=eager,fast")
-    if args.command == "lr-find" and (args.num_iter < 2 or not 0 < args.start_lr < args.end_lr):
-        raise ConfigError("lr-find needs --num-iter >= 2 and 0 < --start-lr < --end-lr")
+    if args.command == "lr-find" and (args.num_iter < 2 or not 0 < args.start_lr < args.end_lr < math.inf):
+        raise ConfigError("lr-find needs --num-iter >= 2 and 0 < --start-lr < --end-lr, both finite")
     finder = None
     if getattr(args, "lr_from_finder", False):
         finder = build_config(args.preset, getattr(args, "variant", None) or "fast", "full", overrides, device_type)

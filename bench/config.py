@@ -149,6 +149,7 @@ class TrainConfig:
                f"train.eval_from={self.eval_from} must be between 1 and train.epochs={self.epochs} (the last epoch is "
                f"always evaluated)")
         _check(self.warmup_steps >= 0, f"train.warmup_steps={self.warmup_steps} must be >= 0")
+        _check(0 <= self.seed < 2 ** 63, f"train.seed={self.seed} must be in [0, 2**63) (torch's generators take 64 bits)")
         _check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
                f"train.device={self.device!r} must be auto, cpu, cuda or cuda:N (N a device index)")
         _one_of("train.precision", self.precision, ("fp32", "bf16", "fp16"))

@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .config import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -32,12 +34,17 @@ class DistInfo:
 
 def env_world_size() -> int:
     """The number of ranks torchrun started (1 outside torchrun), known before any process group exists."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    text = os.environ.get("WORLD_SIZE", "1")
+    if not (text.strip().isdigit() and int(text) >= 1):
+        raise ConfigError(f"WORLD_SIZE={text!r} is not a number of processes >= 1 (with make: GPUS=N, N >= 1): "
+                          f"unset it, or let torchrun set it")
+    return int(text)
 
 
 def env_is_main() -> bool:
     """True on rank 0 (and outside torchrun): the one process that prints a refusal every rank reaches."""
-    return int(os.environ.get("RANK", "0")) == 0
+    rank = os.environ.get("RANK", "0").strip()
+    return not rank.isdigit() or int(rank) == 0  # a malformed RANK: print (the refusal names what is wrong)
 
 
 def init_distributed(device_name: str) -> tuple[DistInfo, torch.device | None]:

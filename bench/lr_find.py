@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from model.transforms import autocast
 
+from .config import ConfigError
 from .results import ENV_COLUMNS
 
 
@@ -174,6 +175,7 @@ def run_finder(cfg, start_lr: float = 1e-7, end_lr: float = 10.0, num_iter: int 
 def finder_overrides(res: LRFindResult) -> dict[str, str]:
     """Overrides that take lr_max from the finder's suggestion (the start LR stays lr_max / lr_div)."""
     if not math.isfinite(res.suggestion):
-        raise RuntimeError("the LR range test gave no suggestion (too few iterations before divergence)")
+        raise ConfigError(f"the LR range test gave no suggestion ({len(res.lrs)} iterations ran before the loss "
+                          f"diverged; its row is in lr_find.csv): lower --end-lr or set --lr_max yourself")
     return {"optim.lr_max": repr(res.suggestion),
             "optim.lr_source": f"LR range test at {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, this run"}

@@ -52,15 +52,25 @@ def cases(device: torch.device, modes: str = "") -> list[tuple[str, str]]:
     return [("plain", "off")] + [("new", m) for m in chosen]
 
 
+def parse_batch_sizes(text: str) -> list[int]:
+    """`512,16` -> [512, 16]; anything else is a ConfigError naming the value."""
+    parts = [b.strip() for b in text.split(",") if b.strip()]
+    if not parts or not all(b.isdigit() and int(b) >= 1 for b in parts):
+        raise ConfigError(f"step-bench --batch-sizes={text!r}: give positive integers separated by commas, "
+                          f"e.g. --batch-sizes=512,16")
+    return [int(b) for b in parts]
+
+
 def main(results_dir: str = "results", batch_sizes: str = "512,16", steps: int = 0, warmup: int = 3,
          compile_modes: str = "") -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = cases(device, compile_modes)
+    sizes = parse_batch_sizes(batch_sizes)
     env = environment(device)
     base = build_config("fast", "fast", "full", {"device": device.type}, device.type)
     print(f"step-bench on {env['device']}: {base.train.precision}, channels-last, fast recipe's optimizer and EMA")
     print("| step | compile | batch | ms/step | img/s | warm-up s |\n|---|---|---|---|---|---|")
-    for bs in [int(b) for b in batch_sizes.split(",") if b]:
+    for bs in sizes:
         n = steps or (20 if device.type == "cuda" else (3 if bs >= 256 else 10))
         g = torch.Generator(device=device).manual_seed(0)
         x = torch.randn(bs, 3, 32, 32, device=device, generator=g).to(

@@ -225,3 +225,29 @@ def test_runs_csv_with_a_foreign_header_is_refused_before_training(capsys, train
 def test_a_lock_path_that_is_a_folder_is_refused_before_training(capsys, trained, base, tmp_path):
     (tmp_path / "res" / "runs.csv.lock").mkdir(parents=True)
     refused(capsys, ["run", *base], "runs.csv.lock", "folder", trained=trained)
+
+
+@pytest.mark.parametrize("argv, env, needle", [
+    (["run", "--seed=99999999999999999999999"], {}, "train.seed"),
+    (["run", "--seed=-1"], {}, "train.seed"),
+    (["lr-find", "--end-lr=inf"], {}, "finite"),
+    (["lr-find", "--end-lr=nan"], {}, "finite"),
+    (["run"], {"WORLD_SIZE": "abc"}, "WORLD_SIZE='abc'"),
+    (["race", "--variants=fast"], {"WORLD_SIZE": "0"}, "GPUS=N"),
+    (["step-bench", "--batch-sizes=abc"], {}, "--batch-sizes='abc'"),
+    (["step-bench", "--batch-sizes=0"], {}, "--batch-sizes='0'"),
+])
+def test_odd_numbers_are_one_line_before_anything_runs(capsys, trained, base, monkeypatch, argv, env, needle):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr("bench.step_bench.build_model", lambda *a, **k: pytest.fail("step-bench started"))
+    refused(capsys, argv if argv[0] == "step-bench" else argv + base, needle, trained=trained)
+
+
+def test_lr_from_finder_without_a_suggestion_is_one_line(capsys, base, monkeypatch):
+    from bench.lr_find import LRFindResult
+    monkeypatch.setattr("bench.lr_find.run_finder", lambda cfg, *a, **k: LRFindResult(lrs=[1.0, 2.0]))
+    monkeypatch.setattr("bench.train.train", lambda *a, **k: pytest.fail("trained without an LR"))
+    rc = main(["run", "--lr-from-finder", *base])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "no suggestion" in err and "--lr_max" in err, err
