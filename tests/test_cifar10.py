@@ -136,7 +136,28 @@ def test_md5s_are_checked_once_per_file_state(tmp_path, md5_calls):
     rewrite(d / "b.bin", b"x" * 500)  # one corrupt byte range, size unchanged: only the MD5 tells
     with pytest.raises(DataError, match=r"b\.bin has MD5 .*, the official file has .*re-extract"):
         verify_md5(d, expected)
-    assert md5_calls[2:] == ["b.bin"]
+    assert md5_calls[2:] == ["b.bin", "b.bin"]  # its new state, then once more before refusing
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", "null", "not json", '"text"', "{bad}", "OTHER_PATH",
+                                     "WRONG_MD5", "NUMBER_MD5", "LIST_ENTRY"])
+def test_any_checksum_cache_content_is_ignored_or_rebuilt(tmp_path, md5_calls, content):
+    """The cache is input: whatever it holds, the official files are accepted, bad ones refused."""
+    import json
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "a.bin").write_bytes(b"a" * 100)
+    expected = {"a.bin": hashlib.md5(b"a" * 100).hexdigest()}
+    assert verify_md5(d, expected) == d
+    cache = tmp_path / "cache" / "cifar10-speedrun" / "md5.json"
+    key, entry = next(iter(json.loads(cache.read_text()).items()))
+    forged = {"OTHER_PATH": {"/elsewhere": entry}, "WRONG_MD5": {key: {**entry, "md5": "0" * 32}},
+              "NUMBER_MD5": {key: {**entry, "md5": 12}}, "LIST_ENTRY": {key: [entry]}}
+    cache.write_text(json.dumps(forged[content]) if content in forged else content)
+    assert verify_md5(d, expected) == d
+    (d / "a.bin").write_bytes(b"b" * 100)
+    with pytest.raises(DataError, match="a.bin has MD5"):
+        verify_md5(d, expected)
 
 
 def test_real_data_has_the_official_md5s_and_fingerprint(cifar_dir, md5_calls):
