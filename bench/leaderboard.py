@@ -96,7 +96,8 @@ def _check(row, runs_dir: Path) -> str | None:
     if missing:
         return f"per-epoch log lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
     for c in LOG_COLUMNS:
-        if not pd.api.types.is_numeric_dtype(ep[c]) or not ep[c].notna().all():
+        empty_allowed = c in ("test_acc", "eval_time_s")  # epochs before eval_from are not evaluated
+        if not pd.api.types.is_numeric_dtype(ep[c]) or not (empty_allowed or ep[c].notna().all()):
             return f"per-epoch log has a missing or non-numeric {c} cell"
     if list(ep["epoch"]) != list(range(1, len(ep) + 1)):
         return "per-epoch log epochs are not 1..n"

@@ -12,6 +12,8 @@ outside any graph): the reference the tests and `step-bench` compare against; tr
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 
@@ -72,13 +74,33 @@ def one_cycle_lrs(cfg: RunConfig, total_steps: int) -> torch.Tensor:
     return torch.tensor(lrs, dtype=torch.float64)
 
 
-def make_optimizer(params, cfg: RunConfig, lr: float | torch.Tensor, fused: bool | None = None):
-    """Adam or Nesterov SGD as the config says; `fused` (None: torch's default) where a tensor LR needs it."""
+def make_optimizer(params, cfg: RunConfig, lr: float | torch.Tensor, fused: bool | None = None,
+                   foreach: bool | None = None):
+    """Adam or Nesterov SGD as the config says; `fused` (None: torch's default) where a tensor LR needs it,
+    `foreach` where torch.compile traces the update (Dynamo does not trace into the fused kernels)."""
     o = cfg.optim
-    if o.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=o.weight_decay, fused=fused)
+    if o.optimizer == "adam":  # foreach (compiled): capturable, so its step count stays on the device
+        return torch.optim.Adam(params, lr=lr, weight_decay=o.weight_decay, fused=fused, foreach=foreach,
+                                capturable=bool(foreach))
     return torch.optim.SGD(params, lr=lr, momentum=o.momentum, nesterov=True, weight_decay=o.weight_decay,
-                           fused=fused)
+                           fused=fused, foreach=foreach)
+
+
+def init_state_(opt: torch.optim.Optimizer) -> None:
+    """The state SGD (momentum buffer) or Adam (step, moments) creates at its first step, created now, as zeros:
+    a compiled update then sees one state structure from its first call (no recompile at step 2). Zeros update
+    exactly as torch's first step: momentum x 0 + grad is the clone of grad SGD would make."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            state = opt.state[p]
+            if isinstance(opt, torch.optim.SGD):
+                if group["momentum"]:
+                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                continue
+            scalar = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32  # torch's rule
+            state["step"] = torch.zeros((), dtype=scalar, device=p.device)  # capturable: on the device
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
 def loss_and_hits(model, x, y, cfg: RunConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,7 +113,14 @@ def loss_and_hits(model, x, y, cfg: RunConfig, device: torch.device) -> tuple[to
 
 
 class TrainStep:
-    """`step(x, y)` trains one batch; `losses[:n]` and `correct` hold the epoch's record until `new_epoch()`."""
+    """`step(x, y)` trains one batch; `losses[:n]` and `correct` hold the epoch's record until `new_epoch()`.
+
+    A step is three parts: forward+loss, `loss.backward()` in plain Python, then the update (LR from the device
+    schedule, optimizer, bookkeeping). With `train.compile` on, the forward+loss and the update are each one
+    torch.compile'd function with no graph break inside (AOTAutograd compiles the backward of the first); the
+    optimizer is then the foreach one, traced into the update's graph. Eager, it is torch's fused optimizer.
+    fp16 alone keeps an eager GradScaler update (its inf check reads the host).
+    """
 
     def __init__(self, model: torch.nn.Module, cfg: RunConfig, device: torch.device, steps_per_epoch: int,
                  total_steps: int, ema: WeightEMA | None = None):
@@ -101,39 +130,60 @@ class TrainStep:
         self.lr_values = lrs.tolist()  # host copy, for the epoch log
         self.lrs = lrs.to(device=device, dtype=dtype)  # (total_steps,)
         self.lr = self.lrs[0].clone()  # the live LR: the optimizer holds this very tensor
-        self.opt = make_optimizer(param_groups(model, cfg), cfg, self.lr, fused=True)
+        mode = cfg.train.compile
+        compiled = mode != "off"
+        self.opt = make_optimizer(param_groups(model, cfg), cfg, self.lr, fused=not compiled, foreach=compiled or None)
         for group in self.opt.param_groups:  # the optimizer holds these very tensors: the base LR or a scaled copy
             group["lr"] = self.lr if group["lr_scale"] == 1 else self.lr * group["lr_scale"]
         self.scaled = [(g["lr"], g["lr_scale"]) for g in self.opt.param_groups if g["lr_scale"] != 1]
-        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")  # fp16 only: syncs
+        self.fp16 = cfg.train.precision == "fp16"  # a plain bool: Dynamo does not trace GradScaler's methods
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.fp16)  # fp16 only: syncs
         self.i = torch.zeros((), dtype=torch.long, device=device)  # global step
         self.j = torch.zeros((), dtype=torch.long, device=device)  # step within the epoch
         self.losses = torch.zeros(steps_per_epoch, device=device, dtype=dtype)  # (steps_per_epoch,)
         self.correct = torch.zeros((), dtype=torch.long, device=device)
         self.steps = 0  # host counter of steps taken (drives the EMA; never read from the device)
-        mode = cfg.train.compile
-        if mode != "off":  # the step mutates its state in place: fixed addresses let CUDA graphs keep it
+        self.params = [p for g in self.opt.param_groups for p in g["params"]]
+        # The optimizer's own step body: its public step() wraps it in a profiler hook and a grad-mode guard whose
+        # explicit torch._dynamo.graph_break() calls would split the compiled update (no_grad above does its work)
+        self._opt_step = inspect.unwrap(type(self.opt).step).__get__(self.opt)
+        self._forward, self._update = self._forward_loss, self._update_step
+        if compiled:  # the step mutates its state in place: fixed addresses let CUDA graphs keep it
             for t in (self.lrs, self.lr, *(lr for lr, _ in self.scaled), self.i, self.j, self.losses, self.correct):
                 torch._dynamo.mark_static_address(t)
-        self._step = self._eager_step if mode == "off" else torch.compile(
-            self._eager_step, mode=None if mode == "default" else mode)
+            init_state_(self.opt)
+            kw = {"mode": None if mode == "default" else mode}
+            self._forward = torch.compile(self._forward_loss, **kw)
+            if not self.fp16:
+                self._update = torch.compile(self._update_step, **kw)
 
-    def _eager_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        loss, hits = loss_and_hits(self.model, x, y, self.cfg, self.device)
-        self.scaler.scale(loss).backward()
+    def _forward_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return loss_and_hits(self.model, x, y, self.cfg, self.device)
+
+    def _update_step(self, loss: torch.Tensor, hits: torch.Tensor) -> None:
         self.lr.copy_(self.lrs.index_select(0, self.i.view(1)).view(()))  # a tensor index: no host read
         for lr, scale in self.scaled:
             torch.mul(self.lr, scale, out=lr)
-        self.scaler.step(self.opt)
-        self.scaler.update()
-        self.opt.zero_grad(set_to_none=True)
+        if self.fp16:  # unscale, skip the step on inf, adjust the scale (eager: the inf check reads the host)
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            with torch.no_grad():
+                self._opt_step()
         self.losses.index_copy_(0, self.j.view(1), loss.detach().view(1))
         self.correct += hits
         self.i += 1
         self.j += 1
 
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        loss, hits = self._forward(x, y)
+        self.scaler.scale(loss).backward()  # the scaler's scale() is the identity unless fp16
+        self._update(loss, hits)
+        for p in self.params:  # what zero_grad(set_to_none=True) does, without its profiler wrapper
+            p.grad = None
+
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self._step(x, y)
+        self._train_step(x, y)
         if self.ema is not None:
             self.ema.update(self.steps)
         self.steps += 1

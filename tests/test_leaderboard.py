@@ -189,7 +189,7 @@ def test_damaged_epoch_logs_are_refused_while_the_rest_ranks(tmp_path):
     log = tmp_path / "runs" / "no-col" / "epochs.csv"
     log.write_text(pd.read_csv(log).drop(columns=["epoch_time_s"]).to_csv(index=False))
     log = tmp_path / "runs" / "text" / "epochs.csv"
-    log.write_text(log.read_text().replace("0.95", "n/a"))
+    log.write_text(log.read_text().replace("0.95", "abc"))
     ok, refused = leaderboard.load(tmp_path)
     reasons = dict(zip(refused["run_id"], refused["reason"]))
     assert list(ok["run_id"]) == ["good"]
