@@ -152,7 +152,7 @@ class TrainStep:
             for t in (self.lrs, self.lr, *(lr for lr, _ in self.scaled), self.i, self.j, self.losses, self.correct):
                 torch._dynamo.mark_static_address(t)
             init_state_(self.opt)
-            kw = {"mode": None if mode == "default" else mode}
+            kw = {"mode": None if mode == "default" else mode, "dynamic": False}
             self._forward = torch.compile(self._forward_loss, **kw)
             if not self.fp16:
                 self._update = torch.compile(self._update_step, **kw)

@@ -59,6 +59,7 @@ class RunResult:
     images_per_s: float
     diverged_at: tuple[int, int] | None = None  # (epoch, step), 1-based both
     diverged_reason: str = ""
+    late_graphs: int = 0  # graphs compiled after the warm-up, i.e. on the clock (0 is the aim)
     epochs: list[dict[str, Any]] = field(default_factory=list)
     run_dir: Path | None = None
     model: torch.nn.Module | None = field(default=None, repr=False)  # the trained model (DDP/compile-wrapped)
@@ -133,7 +134,9 @@ def evaluate(model, images: torch.Tensor, labels: torch.Tensor, cfg: RunConfig, 
 
 
 def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
-    """The test-time views whose logits are summed: the image, its mirror, and +-1 pixel translations of both."""
+    """The test-time views whose logits are summed: the image, its mirror, and +-1 pixel translations of both.
+    Every view is dense in the input's layout, so one compiled graph per batch size serves them all (a crop of
+    the padded image would otherwise carry the padded strides)."""
     if tta == "none":
         return [x]
     views = [x, x.flip(3)]
@@ -141,7 +144,9 @@ def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
         pad = F.pad(x, (1, 1, 1, 1))  # zero = the mean after normalisation
         h, w = x.shape[2:]
         views += [v.flip(3) if i else v for v in (pad[..., :h, :w], pad[..., 2:, 2:]) for i in (0, 1)]
-    return views
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    return [v.contiguous(memory_format=layout) for v in views]
 
 
 @dataclass
@@ -163,6 +168,7 @@ class Run:
     images_per_epoch: int
     data_wait_s: float = 0.0
     first_loss: float | None = None
+    warmup_graphs: int = 0  # compiled_graphs() when the warm-up ended
 
 
 def setup_run(cfg: RunConfig, data: CIFAR10 | None = None, quiet: bool = False) -> Run:
@@ -204,6 +210,7 @@ def warm_up(run: Run) -> float:
     cfg = run.cfg
     if cfg.train.warmup_steps == 0:
         return 0.0
+    graphs0 = compiled_graphs()
     t0 = time.perf_counter()
     state = {k: v.clone() for k, v in run.plain.state_dict().items()}
     x, y = next(iter(run.loader.epoch(0)))  # the timed steps' shape, dtype and layout
@@ -216,7 +223,16 @@ def warm_up(run: Run) -> float:
     run.plain.load_state_dict(state)
     run.step.reset()
     synchronize(run.device)
-    return time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    run.warmup_graphs = compiled_graphs()
+    if not run.quiet:
+        print(f"warm-up: {run.warmup_graphs - graphs0} graphs compiled in {seconds:.1f} s", flush=True)
+    return seconds
+
+
+def compiled_graphs() -> int:
+    """Graphs Dynamo has compiled in this process so far (what a recompile after the warm-up would raise)."""
+    return int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
 
 
 def first_divergence(losses: list[float], first_loss: float) -> tuple[int | None, str]:
@@ -327,6 +343,9 @@ def fit(cfg: RunConfig, data: CIFAR10 | None = None, quiet: bool = False,
                 break
 
     accs = [e["test_acc"] for e in epochs if e["test_acc"] is not None]
+    late = compiled_graphs() - run.warmup_graphs if t.compile != "off" and t.warmup_steps else 0
+    if late and not run.quiet:
+        print(f"note: {late} graphs were compiled after the warm-up, on the clock", flush=True)
     steps_done = len(epochs) * len(run.loader) + (len(run.loader) if diverged else 0)
     return RunResult(
         run_id=run_id or new_run_id(), status="diverged" if diverged else ("reached" if target_epoch else "not_reached"),
@@ -335,7 +354,7 @@ def fit(cfg: RunConfig, data: CIFAR10 | None = None, quiet: bool = False,
         warmup_s=run.warmup_s, wall_time_s=time.perf_counter() - wall0, data_wait_s=run.data_wait_s,
         final_test_acc=accs[-1] if accs else math.nan, best_test_acc=max(accs) if accs else math.nan,
         images_per_s=steps_done * run.batch_size * info.world / train_time if train_time else 0.0,
-        diverged_at=diverged, diverged_reason=reason, epochs=epochs, model=run.model,
+        diverged_at=diverged, diverged_reason=reason, late_graphs=late, epochs=epochs, model=run.model,
         preds=None if diverged or info.enabled or preds is None else preds.cpu().numpy().astype(np.uint8),
         env=run.env, info=info, data=run.data)
 

@@ -200,3 +200,19 @@ def test_tta_views():
     assert len(views) == 6 and all(v.shape == x.shape for v in views)
     assert torch.equal(views[2][..., 1:, 1:], x[..., :3, :3]) and (views[2][..., 0, :] == 0).all()
     assert torch.equal(views[4][..., :3, :3], x[..., 1:, 1:])
+
+
+def test_a_compiled_run_compiles_everything_in_the_warm_up(tmp_path, cifar, capsys):
+    """compile=default through the loop: the warm-up line counts the graphs, and nothing is compiled after it
+    through 2 epochs with evaluation (a full and a last, smaller batch) and 6-view TTA. Each evaluation shape is
+    a static graph: the TTA crops share the full batch's graph (dense views)."""
+    torch._dynamo.reset()
+    cfg = tiny(tmp_path, epochs=2, stop_at_target="false", compile="default", warmup_steps=1, precision="fp32",
+               test_subset=300, eval_batch_size=256, tta="flip_translate", ema_decay=0)
+    r = train(cfg, cifar, write=False)
+    out = capsys.readouterr().out
+    warm = [line for line in out.splitlines() if line.startswith("warm-up: ")]
+    assert len(warm) == 1 and out.index(warm[0]) < out.index("epoch  1"), out
+    n = int(warm[0].split()[1])
+    assert n == 4, warm  # forward+loss and update of the step; evaluation at 256 and at 44 images
+    assert r.late_graphs == 0 and "compiled after the warm-up" not in out
