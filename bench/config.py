@@ -120,7 +120,8 @@ class OptimConfig:
 
 
 TTA_MODES = ("none", "flip", "flip_translate")  # test-time augmentation, cheapest first; each adds views
-COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "graph")
+# graph: torch.compile (default mode) inside one CUDA graph of the whole step (bench/step.py StepGraph); CUDA only
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,8 @@ class TrainConfig:
                f"train.device={self.device!r} must be auto, cpu, cuda or cuda:N (N a device index)")
         _one_of("train.precision", self.precision, ("fp32", "bf16", "fp16"))
         _one_of("train.compile", self.compile, COMPILE_MODES)
+        _check(self.compile != "graph" or self.warmup_steps >= 1,
+               "train.compile=graph captures the step in the warm-up: set train.warmup_steps >= 1")
         _one_of("train.tta", self.tta, TTA_MODES)
 
 
@@ -424,17 +427,22 @@ def parse_value(key: str, text: str, kind: type) -> Any:
 
 
 def apply_overrides(cfg: RunConfig, overrides: dict[str, str]) -> RunConfig:
-    """Return cfg with `key=value` strings applied; each section is re-validated."""
+    """Return cfg with `key=value` strings applied; each section is re-validated once, with all of its new
+    values in (so checks across keys, such as eval_from <= epochs, do not depend on the order given)."""
     types = leaf_keys()
+    sections: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
     for raw_key, text in overrides.items():
         key = resolve_key(raw_key)
         value = parse_value(key, text, types[key])
         if "." in key:
             section, name = key.split(".", 1)
-            cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{name: value})})
+            sections.setdefault(section, {})[name] = value
         else:
-            cfg = replace(cfg, **{key: value})
-    return cfg
+            top[key] = value
+    for section, values in sections.items():
+        cfg = replace(cfg, **{section: replace(getattr(cfg, section), **values)})
+    return replace(cfg, **top) if top else cfg
 
 
 def from_dict(d: dict[str, Any]) -> RunConfig:

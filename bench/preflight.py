@@ -26,12 +26,16 @@ class MissingPackage(RuntimeError):
 
 
 def check_device(cfg: RunConfig) -> str:
-    """The device type the run will use ('cuda' or 'cpu'); refuses a CUDA device that is not there."""
+    """The device type the run will use ('cuda' or 'cpu'); refuses a CUDA device that is not there, and a
+    whole-step CUDA graph without one."""
     name = cfg.train.device
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        if cfg.train.compile == "graph":
+            raise ConfigError("train.compile=graph captures the step as a CUDA graph; this run is on the CPU: "
+                              "use --compile=default (or run on a CUDA device)")
         return "cpu"
+    if name == "auto":
+        return "cuda"
     if not torch.cuda.is_available():
         raise ConfigError(f"train.device={name} but no CUDA device is visible: use --device=cpu or --device=auto")
     index = int(name.split(":")[1]) if ":" in name else 0

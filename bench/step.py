@@ -13,6 +13,7 @@ outside any graph): the reference the tests and `step-bench` compare against; tr
 from __future__ import annotations
 
 import inspect
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +87,54 @@ def make_optimizer(params, cfg: RunConfig, lr: float | torch.Tensor, fused: bool
                            fused=fused, foreach=foreach)
 
 
+def cuda_capture(fn: Callable[[], None], warmup: int) -> Callable[[], None]:
+    """Warm `fn` up on a side stream, capture one call as a CUDA graph (memory from the graph's private pool),
+    and return the graph's replay: the PyTorch recipe for whole-network capture (MLPerf's ResNet does the same).
+    Not yet run on a GPU by this project."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def run_directly(fn: Callable[[], None], warmup: int) -> Callable[[], None]:
+    """The CPU stand-in for cuda_capture: the same warm-up calls, then `fn` itself as the 'replay'. What a capture
+    records is what one call does, so a step through this stand-in must equal the plain step (tested)."""
+    for _ in range(warmup):
+        fn()
+    fn()  # the call a capture records (and, unlike a capture, also runs)
+    return fn
+
+
+class StepGraph:
+    """A whole training step as one replay: the batch is copied into static buffers, then the captured step
+    (forward, backward, optimizer, LR, bookkeeping) replays on them. Captured at its first call, which runs
+    `warmup` + 1 steps (the harness's warm-up restores the weights, optimizer state and counters afterwards)."""
+
+    def __init__(self, step_fn: Callable[[torch.Tensor, torch.Tensor], None], warmup: int = 3,
+                 capture: Callable[[Callable[[], None], int], Callable[[], None]] = cuda_capture):
+        self.step_fn, self.warmup, self.capture = step_fn, warmup, capture
+        self.x = self.y = self.replay = None
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if self.replay is None:
+            self.x, self.y = x.clone(memory_format=torch.preserve_format), y.clone()
+            self.replay = self.capture(lambda: self.step_fn(self.x, self.y), self.warmup)
+            return
+        if x.shape != self.x.shape:
+            raise ValueError(f"a captured step replays batches of {tuple(self.x.shape)}, got {tuple(x.shape)}: "
+                             f"use data.drop_last=true with train.compile=graph")
+        self.x.copy_(x)
+        self.y.copy_(y)
+        self.replay()
+
+
 def init_state_(opt: torch.optim.Optimizer) -> None:
     """The state SGD (momentum buffer) or Adam (step, moments) creates at its first step, created now, as zeros:
     a compiled update then sees one state structure from its first call (no recompile at step 2). Zeros update
@@ -119,11 +168,12 @@ class TrainStep:
     schedule, optimizer, bookkeeping). With `train.compile` on, the forward+loss and the update are each one
     torch.compile'd function with no graph break inside (AOTAutograd compiles the backward of the first); the
     optimizer is then the foreach one, traced into the update's graph. Eager, it is torch's fused optimizer.
-    fp16 alone keeps an eager GradScaler update (its inf check reads the host).
+    fp16 alone keeps an eager GradScaler update (its inf check reads the host). `compile=graph` (CUDA) captures
+    all three as one CUDA graph (StepGraph) and replays it each step.
     """
 
     def __init__(self, model: torch.nn.Module, cfg: RunConfig, device: torch.device, steps_per_epoch: int,
-                 total_steps: int, ema: WeightEMA | None = None):
+                 total_steps: int, ema: WeightEMA | None = None, capture=cuda_capture):
         self.model, self.cfg, self.device, self.ema = model, cfg, device, ema
         dtype = next(model.parameters()).dtype  # fp32 (fp64 in the tests): the LR and the losses in it
         lrs = one_cycle_lrs(cfg, total_steps)
@@ -152,10 +202,12 @@ class TrainStep:
             for t in (self.lrs, self.lr, *(lr for lr, _ in self.scaled), self.i, self.j, self.losses, self.correct):
                 torch._dynamo.mark_static_address(t)
             init_state_(self.opt)
-            kw = {"mode": None if mode == "default" else mode, "dynamic": False}
+            kw = {"mode": None if mode in ("default", "graph") else mode, "dynamic": False}
             self._forward = torch.compile(self._forward_loss, **kw)
             if not self.fp16:
                 self._update = torch.compile(self._update_step, **kw)
+        # compile=graph: the whole step captured once and replayed (`capture`: run_directly stands in on a CPU)
+        self._run = StepGraph(self._train_step, capture=capture) if mode == "graph" else self._train_step
 
     def _forward_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return loss_and_hits(self.model, x, y, self.cfg, self.device)
@@ -183,7 +235,7 @@ class TrainStep:
             p.grad = None
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self._train_step(x, y)
+        self._run(x, y)
         if self.ema is not None:
             self.ema.update(self.steps)
         self.steps += 1

@@ -221,3 +221,66 @@ def test_a_cuda_epoch_never_synchronises(mode):
         run_epoch(run, 2, steps_only=True)
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+def test_a_captured_whole_step_replays_like_the_plain_step():
+    """compile=graph's capture logic on the CPU: StepGraph with the stand-in capture (the warm-up calls, then the
+    function itself as the replay) gives the plain compiled step's losses and weights, batch by batch, once the
+    warm-up is undone as the harness undoes it. On CUDA the same object replays a torch.cuda.graph."""
+    from bench.step import StepGraph, run_directly
+
+    def tiny_net():
+        torch.manual_seed(3)
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1, bias=False), torch.nn.BatchNorm2d(8),
+                                   torch.nn.ReLU(), torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten(),
+                                   torch.nn.Linear(8, 10))
+    data = [(x.float(), y) for x, y in batches(4)]
+    out = {}
+    for mode in ("default", "graph"):
+        torch._dynamo.reset()
+        cfg = small_cfg("sgd", False, **{"train.compile": mode, "train.warmup_steps": "1"})
+        model = tiny_net()
+        step = TrainStep(model, cfg, torch.device("cpu"), 4, 8, capture=run_directly)
+        assert isinstance(step._run, StepGraph) == (mode == "graph")
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        step.step(*data[0])  # the harness's warm-up: capture (4 steps here), then everything restored
+        model.load_state_dict(state)
+        step.reset()
+        for x, y in data:
+            step.step(x, y)
+        out[mode] = (step.losses.clone(), [p.detach().clone() for p in model.parameters()], int(step.i))
+        if mode == "graph":
+            assert step._run.x.data_ptr() != data[-1][0].data_ptr()  # the batch went through the static buffer
+            torch.testing.assert_close(step._run.x, data[-1][0])
+    (l0, w0, i0), (l1, w1, i1) = out["default"], out["graph"]
+    assert i0 == i1 == 4 and torch.count_nonzero(l0) == 4
+    torch.testing.assert_close(l1, l0)
+    for a, b in zip(w0, w1):
+        torch.testing.assert_close(b, a)
+    with pytest.raises(ValueError, match="drop_last"):
+        step.step(data[0][0][:2], data[0][1][:2])
+
+
+def test_a_whole_step_graph_is_refused_on_the_cpu():
+    from bench.config import ConfigError
+    from bench.preflight import check_device
+    with pytest.raises(ConfigError, match="compile=graph"):
+        build_config("fast", "fast", "full", {"compile": "graph", "warmup_steps": "0"})
+    with pytest.raises(ConfigError, match="CUDA graph; this run is on the CPU"):
+        check_device(build_config("fast", "fast", "full", {"compile": "graph", "warmup_steps": "3", "device": "cpu"}))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: CUDA graph capture")
+def test_a_cuda_captured_whole_step_replays_like_the_plain_step():
+    from bench.step import StepGraph, cuda_capture
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1, bias=False), torch.nn.BatchNorm2d(8),
+                                torch.nn.ReLU(), torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(8, 10)).cuda()
+    cfg = small_cfg("sgd", False, **{"train.compile": "graph", "train.warmup_steps": "1", "train.device": "cuda"})
+    step = TrainStep(model, cfg, torch.device("cuda"), 4, 8, capture=cuda_capture)
+    x, y = batches(1)[0]
+    step.step(x.float().cuda(), y.cuda())
+    step.reset()
+    step.step(x.float().cuda(), y.cuda())
+    assert isinstance(step._run, StepGraph) and torch.isfinite(step.losses[0]) and int(step.i) == 1
