@@ -22,7 +22,7 @@ PY := $(PYTHON)
 SETUP :=
 endif
 
-.PHONY: bench ladder test setup leaderboard bench-pipeline bench-step bench-kernels gpu-check lr-find report choose-fast clean-venv
+.PHONY: bench ladder test setup profile leaderboard bench-pipeline bench-step bench-kernels gpu-check lr-find report choose-fast clean-venv
 
 setup: $(SETUP)
 
@@ -77,6 +77,10 @@ bench-pipeline: $(SETUP)
 
 bench-step: $(SETUP)
 	$(PY) -m bench step-bench $(ARGS)
+
+# torch.profiler over warm steps of a variant: trace.json, steps.csv, top_ops.md in results/profiles/<id>/
+profile: $(SETUP)
+	$(PY) -m bench profile --preset=$(if $(filter seed,$(PRESET)),fast,$(PRESET)) $(ARGS)
 
 bench-kernels: $(SETUP)
 	$(PY) -m bench kernel-bench $(ARGS)

@@ -151,6 +151,12 @@ def _main(argv: list[str] | None = None) -> int:
     _option(cf, "--results-dir", default="results")
     cf.add_argument("--steps", type=int, default=4, help="timed steps per candidate (batch 512)")
     _option(cf, "--compile-modes", default="", help="comma list; default off,default (+max-autotune on CUDA)")
+    pf = sub.add_parser("profile", help="torch.profiler over N warm steps of a variant -> results/profiles/<id>/")
+    pf.add_argument("--preset", default="fast")
+    pf.add_argument("--variant", default="fast")
+    pf.add_argument("--steps", type=int, default=3, help="profiled steps")
+    pf.add_argument("--warmup", type=int, default=2, help="steps before profiling (compilation, capture)")
+    _option(pf, "--results-dir", default="results")
     sub.add_parser("show-config", parents=[common], help="print the resolved config as JSON").add_argument(
         "--variant", default=None)
 
@@ -184,6 +190,12 @@ def _main(argv: list[str] | None = None) -> int:
         from .leaderboard import main as leaderboard
         return leaderboard(args.results_dir)
     overrides = parse_overrides(extra)
+    if args.command == "profile":
+        if args.steps < 1 or args.warmup < 0:
+            raise ConfigError("profile needs --steps >= 1 and --warmup >= 0")
+        build_config(args.preset, args.variant, "full", overrides)  # a bad recipe or key: refused before any work
+        from .step_profile import main as profile_main
+        return profile_main(args.preset, args.variant, args.steps, args.warmup, overrides, args.results_dir)
     profile = auto_profile(args.profile)
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     if args.command == "show-config":
