@@ -235,16 +235,19 @@ def _sm_count(device: torch.device) -> int:
     return _SM_COUNT[device]
 
 
-def _geometry(x: torch.Tensor) -> dict:
+def _geometry(x: torch.Tensor, sm_count: int | None = None) -> dict:
     """The (O, C, I) view of a dense x, tile sizes and the split. GPU: 4096-element tiles and about four
-    reduction programs per SM. Interpreter: its cost is per program, so 16384-element tiles and no split."""
+    reduction programs per SM. Interpreter: its cost is per program, so 16384-element tiles and no split.
+    sm_count: plan for a GPU with that many SMs whatever x's device (the static check compiles for GPUs
+    this machine does not have, from meta tensors); None: the GPU x is on, or the interpreter."""
     n, c, h, w = x.shape
+    gpu = sm_count is not None or (x.device.type == "cuda" and not INTERPRETED)
     channels_last = x.stride(1) == 1 and c > 1
     if channels_last:
         o_, i_, s_o, s_c, s_i = 1, n * h * w, 0, 1, c
     else:
         o_, i_, s_o, s_c, s_i = n, h * w, x.stride(0), x.stride(1), 1
-    elems = 16384 if INTERPRETED else 4096
+    elems = 4096 if gpu else 16384
     if channels_last:
         block_c = min(triton.next_power_of_2(c), 64)
         block_i = max(1, min(triton.next_power_of_2(i_), elems // block_c))
@@ -258,10 +261,10 @@ def _geometry(x: torch.Tensor) -> dict:
     t = o_ * ti
     if "split" in GEOMETRY_OVERRIDE:
         split = GEOMETRY_OVERRIDE["split"]
-    elif INTERPRETED or x.device.type != "cuda":
+    elif not gpu:
         split = 1
     else:
-        split = triton.cdiv(4 * _sm_count(x.device), c_blocks)
+        split = triton.cdiv(4 * (sm_count or _sm_count(x.device)), c_blocks)
     split = max(1, min(split, t, MAX_SPLIT))
     tiles_per_prog = triton.cdiv(t, split)
     split = triton.cdiv(t, tiles_per_prog)  # no empty programs; the last may get fewer tiles
@@ -290,15 +293,14 @@ def _plain(kernel):
     return kernel
 
 
-def bn_relu_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor,
-                    running_var: torch.Tensor, training: bool, momentum: float, eps: float, wrap=_plain):
-    """Launch the forward kernels (2 in training, 1 in eval). x: (N, C, H, W); weight, bias, running stats: (C,)
-    (not modified). Returns y (x's dtype and layout); mean and rstd (C,) in the statistics' dtype, saved for
-    backward; the running mean and var after this batch (new tensors). `wrap` is torch.library.wrap_triton
-    inside a triton_op."""
-    _check_triton(x)
+def forward_launches(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor,
+                     running_var: torch.Tensor, training: bool, momentum: float, eps: float,
+                     sm_count: int | None = None) -> tuple[tuple, list]:
+    """Forward's outputs, allocated, and the launches that fill them: [(kernel, grid, args, constexprs)].
+    bn_relu_forward runs them; bench.kernel_static compiles them for GPUs it does not have (meta tensors,
+    sm_count given), so the static table sees the launcher's own grids, arguments and constexprs."""
     x = x.contiguous(memory_format=_memory_format(x))
-    g = _geometry(x)
+    g = _geometry(x, sm_count)
     acc = _acc_dtype(x)
     y = torch.empty_like(x)
     mean = torch.empty(g["C"], device=x.device, dtype=acc)
@@ -306,29 +308,29 @@ def bn_relu_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, r
     new_mean, new_var = torch.empty_like(running_mean), torch.empty_like(running_var)
     view = (g["C"], g["I"], g["TI"])
     strides = (g["s_o"], g["s_c"], g["s_i"])
+    launches = []
     if training:
         if g["count"] < 2:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
         part = torch.empty((2 * g["split"], g["C"]), device=x.device, dtype=acc)
         tickets = torch.zeros(g["c_blocks"], device=x.device, dtype=torch.int32)
-        wrap(_bn_relu_fwd_stats_kernel)[(g["split"], g["c_blocks"])](
+        launches.append((_bn_relu_fwd_stats_kernel, (g["split"], g["c_blocks"]), (
             x, running_mean, running_var, part, tickets, mean, rstd, new_mean, new_var, *view, g["T"], *strides,
-            g["tiles_per_prog"], g["split"], g["count"], float(momentum), float(eps),
-            SPLIT_P2=g["SPLIT_P2"], BLOCK_I=g["BLOCK_I"], BLOCK_C=g["BLOCK_C"])
-    wrap(_bn_relu_fwd_apply_kernel)[(g["T"], g["c_blocks"])](
-        x, y, mean, rstd, weight, bias, running_mean, running_var, new_mean, new_var, *view, *strides, float(eps),
-        TRAINING=training, BLOCK_I=g["BLOCK_I"], BLOCK_C=g["BLOCK_C"])
-    return y, mean, rstd, new_mean, new_var
+            g["tiles_per_prog"], g["split"], g["count"], float(momentum), float(eps)),
+            dict(SPLIT_P2=g["SPLIT_P2"], BLOCK_I=g["BLOCK_I"], BLOCK_C=g["BLOCK_C"])))
+    launches.append((_bn_relu_fwd_apply_kernel, (g["T"], g["c_blocks"]), (
+        x, y, mean, rstd, weight, bias, running_mean, running_var, new_mean, new_var, *view, *strides, float(eps)),
+        dict(TRAINING=training, BLOCK_I=g["BLOCK_I"], BLOCK_C=g["BLOCK_C"])))
+    return (y, mean, rstd, new_mean, new_var), launches
 
 
-def bn_relu_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                     mean: torch.Tensor, rstd: torch.Tensor, training: bool, wrap=_plain):
-    """Launch the 2 backward kernels. dy, x: (N, C, H, W); the rest (C,). Returns dx, dweight, dbias
-    (the last two in the statistics' dtype)."""
-    _check_triton(x)
+def backward_launches(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                      mean: torch.Tensor, rstd: torch.Tensor, training: bool,
+                      sm_count: int | None = None) -> tuple[tuple, list]:
+    """Backward's outputs, allocated, and the launches that fill them (as forward_launches)."""
     x = x.contiguous(memory_format=_memory_format(x))
     dy = dy.contiguous(memory_format=_memory_format(x))  # the kernels index both with x's strides
-    g = _geometry(x)
+    g = _geometry(x, sm_count)
     acc = _acc_dtype(x)
     dx = torch.empty_like(x)
     part = torch.empty((2 * g["split"], g["C"]), device=x.device, dtype=acc)
@@ -337,13 +339,39 @@ def bn_relu_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bi
     dbias = torch.empty_like(dweight)
     view = (g["C"], g["I"], g["TI"])
     strides = (g["s_o"], g["s_c"], g["s_i"])
-    wrap(_bn_relu_bwd_reduce_kernel)[(g["split"], g["c_blocks"])](
-        dy, x, mean, rstd, weight, bias, part, tickets, dweight, dbias, *view, g["T"], *strides,
-        g["tiles_per_prog"], g["split"], SPLIT_P2=g["SPLIT_P2"], BLOCK_I=g["BLOCK_I"], BLOCK_C=g["BLOCK_C"])
-    wrap(_bn_relu_bwd_dx_kernel)[(g["T"], g["c_blocks"])](
-        dy, x, dx, mean, rstd, weight, bias, dweight, dbias, *view, *strides, g["count"],
-        TRAINING=training, BLOCK_I=g["BLOCK_I"], BLOCK_C=g["BLOCK_C"])
-    return dx, dweight, dbias
+    launches = [
+        (_bn_relu_bwd_reduce_kernel, (g["split"], g["c_blocks"]), (
+            dy, x, mean, rstd, weight, bias, part, tickets, dweight, dbias, *view, g["T"], *strides,
+            g["tiles_per_prog"], g["split"]), dict(SPLIT_P2=g["SPLIT_P2"], BLOCK_I=g["BLOCK_I"], BLOCK_C=g["BLOCK_C"])),
+        (_bn_relu_bwd_dx_kernel, (g["T"], g["c_blocks"]), (
+            dy, x, dx, mean, rstd, weight, bias, dweight, dbias, *view, *strides, g["count"]),
+            dict(TRAINING=training, BLOCK_I=g["BLOCK_I"], BLOCK_C=g["BLOCK_C"])),
+    ]
+    return (dx, dweight, dbias), launches
+
+
+def bn_relu_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor,
+                    running_var: torch.Tensor, training: bool, momentum: float, eps: float, wrap=_plain):
+    """Launch the forward kernels (2 in training, 1 in eval). x: (N, C, H, W); weight, bias, running stats: (C,)
+    (not modified). Returns y (x's dtype and layout); mean and rstd (C,) in the statistics' dtype, saved for
+    backward; the running mean and var after this batch (new tensors). `wrap` is torch.library.wrap_triton
+    inside a triton_op."""
+    _check_triton(x)
+    out, launches = forward_launches(x, weight, bias, running_mean, running_var, training, momentum, eps)
+    for kernel, grid, args, constexprs in launches:
+        wrap(kernel)[grid](*args, **constexprs)
+    return out
+
+
+def bn_relu_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                     mean: torch.Tensor, rstd: torch.Tensor, training: bool, wrap=_plain):
+    """Launch the 2 backward kernels. dy, x: (N, C, H, W); the rest (C,). Returns dx, dweight, dbias
+    (the last two in the statistics' dtype)."""
+    _check_triton(x)
+    out, launches = backward_launches(dy, x, weight, bias, mean, rstd, training)
+    for kernel, grid, args, constexprs in launches:
+        wrap(kernel)[grid](*args, **constexprs)
+    return out
 
 
 # ---- the op: triton_op on CUDA (traceable), custom_op around the interpreter ------------------------------
