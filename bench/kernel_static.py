@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import csv
 import hashlib
 import inspect
+import io
 import json
 import os
 import re
@@ -153,21 +155,23 @@ def read_ptx(ptx: str, kernel_file: str, hot: set[int]) -> dict:
                 ticket_atomic=(atomic + ("" if barrier_before_atomic else " (no barrier before)")) if atomic else "")
 
 
-def _resources(cubin: bytes, ptx: str, capability: int) -> dict:
-    """Registers, stack and shared memory of the cubin (cuobjdump); spill bytes from ptxas -v on the PTX."""
+def _resources(cubin: bytes, ptx: str, capability: int, ptxas_log: str) -> dict:
+    """Registers, stack and shared memory of the cubin (cuobjdump); spill bytes from the ptxas -v log (Triton's,
+    captured while it compiled; ptxas is rerun on the PTX when Triton's cache served the cubin)."""
     from triton import knobs
     from triton.backends.nvidia.compiler import get_ptxas
     arch = re.search(r"\.target\s+(\w+)", ptx)[1]  # sm_90a for capability 90, as Triton compiles it
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "k.cubin").write_bytes(cubin)
-        (Path(tmp) / "k.ptx").write_text(ptx)
         usage = subprocess.run([knobs.nvidia.cuobjdump.path, "--dump-resource-usage", str(Path(tmp) / "k.cubin")],
                                capture_output=True, text=True, check=True).stdout
-        log = subprocess.run([get_ptxas(capability).path, "-lineinfo", "-v", "--regAllocOptLevel=2",
-                              f"--gpu-name={arch}", str(Path(tmp) / "k.ptx"), "-o", str(Path(tmp) / "o")],
-                             capture_output=True, text=True, check=True).stderr
+        if "bytes spill stores" not in ptxas_log:
+            (Path(tmp) / "k.ptx").write_text(ptx)
+            ptxas_log = subprocess.run([get_ptxas(capability).path, "-lineinfo", "-v", "--regAllocOptLevel=2",
+                                        f"--gpu-name={arch}", str(Path(tmp) / "k.ptx"), "-o", str(Path(tmp) / "o")],
+                                       capture_output=True, text=True, check=True).stderr
     field = lambda name: int(re.search(rf"\b{name}:(\d+)", usage)[1])  # noqa: E731
-    spill = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
+    spill = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", ptxas_log)
     return dict(registers=field("REG"), stack_bytes=field("STACK"), spill_store_bytes=int(spill[1]),
                 spill_load_bytes=int(spill[2]))
 
@@ -185,11 +189,14 @@ def compile_and_read(kernel, args, constexprs, capability: int, memo: dict) -> d
         memo[key] = json.loads(path.read_text())
         return memo[key]
     t0 = time.perf_counter()
-    compiled = triton.compile(src, target=target, options=options.__dict__)
+    log = io.StringIO()
+    with knobs.nvidia.scope(), contextlib.redirect_stdout(log):  # Triton prints ptxas -v's log when asked
+        knobs.nvidia.dump_ptxas_log = True
+        compiled = triton.compile(src, target=target, options=options.__dict__)
     kernel_file = Path(inspect.getfile(kernel.fn)).name
     out = dict(num_warps=compiled.metadata.num_warps, shared_bytes=compiled.metadata.shared,
                async_copies=compiled.asm["ttgir"].count("async_copy_global_to_local"),
-               **_resources(compiled.asm["cubin"], compiled.asm["ptx"], capability),
+               **_resources(compiled.asm["cubin"], compiled.asm["ptx"], capability, log.getvalue()),
                **read_ptx(compiled.asm["ptx"], kernel_file, hot_lines(kernel)),
                compile_s=round(time.perf_counter() - t0, 2))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -258,6 +265,25 @@ def write_csv(rows: list[dict], path: Path) -> None:
         w.writerows(rows)
 
 
+def markdown_table(path: Path, dtype: str = "bf16", layout: str = "channels_last",
+                   passes=("train-fwd", "eval-fwd", "train-bwd")) -> str:
+    """The CSV's rows for one dtype and layout as a Markdown table (docs/kernels-static.md)."""
+    head = ("target", "pass", "shape", "kernel", "programs", "per SM", "regs", "spill B", "smem B",
+            "resident/SM", "hot load", "hot store", "hot f64", "pass MB", "pass µs 100%", "pass µs 60%")
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in csv.DictReader(open(path)):
+        if r["dtype"] != dtype or r["layout"] != layout or r["pass"] not in passes:
+            continue
+        cells = (r["target"], r["pass"], r["shape"], r["kernel"].removeprefix("_bn_relu_").removesuffix("_kernel"),
+                 r["grid_programs"], r["programs_per_sm"], r["registers"],
+                 int(r["spill_store_bytes"]) + int(r["spill_load_bytes"]), r["shared_bytes"],
+                 f"{r['resident_per_sm']} ({r['occupancy_limit']})", r["hot_load_widest"] or "-",
+                 r["hot_store_widest"] or "-", r["hot_f64_instructions"], f"{int(r['pass_bytes']) / 1e6:.1f}",
+                 r["pass_us_at_100pct"], r["pass_us_at_60pct"])
+        out.append("| " + " | ".join(map(str, cells)) + " |")
+    return "\n".join(out)
+
+
 def _rerun_without_interpreter(argv: list[str]) -> int:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     root = Path(__file__).resolve().parents[1]  # this checkout's kernels, not an installed copy's
@@ -265,7 +291,8 @@ def _rerun_without_interpreter(argv: list[str]) -> int:
 
 
 def main(results_dir: str = "results", extra: list[str] | None = None) -> int:
-    """`python -m bench kernel-static [--targets=..] [--dtypes=..] [--layouts=..] [--passes=..] [--json=F]`."""
+    """`python -m bench kernel-static [--targets=..] [--dtypes=..] [--layouts=..] [--passes=..] [--json=F]`;
+    `--table` prints the written CSV's bf16 channels-last rows as Markdown without compiling."""
     p = argparse.ArgumentParser(prog="python -m bench kernel-static", allow_abbrev=False)
     p.add_argument("--results-dir", "--results_dir", default=results_dir)
     p.add_argument("--targets", default=",".join(TARGETS))
@@ -273,8 +300,12 @@ def main(results_dir: str = "results", extra: list[str] | None = None) -> int:
     p.add_argument("--layouts", default=",".join(LAYOUTS))
     p.add_argument("--passes", default=",".join(PASSES))
     p.add_argument("--json", default="", help="write the rows as JSON here instead of the CSV (tests)")
+    p.add_argument("--table", action="store_true", help="the CSV's bf16 channels-last rows as Markdown")
     argv = list(extra or [])
     args = p.parse_args(argv)
+    if args.table:
+        print(markdown_table(Path(args.results_dir) / "kernels_static.csv"))
+        return 0
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         return _rerun_without_interpreter([f"--results-dir={args.results_dir}", *argv])
     split = lambda s: tuple(v for v in s.split(",") if v)  # noqa: E731
