@@ -97,15 +97,25 @@ def compile_source(kernel, args, constexprs, capability: int):
 
 
 def hot_lines(kernel) -> set[int]:
-    """File lines of the hot path: from the statement calling _tile to the end of its block."""
+    """File lines of the hot path: from the statement calling _tile to the end of its block. When that block is
+    the kernel's body, the blank lines after it count too: Triton 3.9 put the fp32 apply kernel's
+    `x = tl.load(...).to(acc_ty)` (a no-op cast) three lines below the statement, on the blank line after the
+    kernel (bn_relu.py 167:13 for a load at 164:13)."""
     lines, start = inspect.getsourcelines(kernel.fn)
     tree = ast.parse(textwrap.dedent("".join(lines)))
+    body = tree.body[0].body
     for node in ast.walk(tree):
         block = getattr(node, "body", None)
-        for i, stmt in enumerate(block if isinstance(block, list) else []):
+        for stmt in block if isinstance(block, list) else []:
             calls = [n for n in ast.walk(stmt) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "_tile"]
             if calls and isinstance(stmt, (ast.Assign, ast.Expr)):
-                return set(range(start + stmt.lineno - 1, start + block[-1].end_lineno))
+                end = start + block[-1].end_lineno - 1
+                if block is body:
+                    after = inspect.getsourcefile(kernel.fn)
+                    text = Path(after).read_text().splitlines()
+                    while end < len(text) and not text[end].strip():
+                        end += 1
+                return set(range(start + stmt.lineno - 1, end + 1))
     raise ValueError(f"{kernel.fn.__name__}: no _tile call, no hot path")
 
 
@@ -181,7 +191,7 @@ def compile_and_read(kernel, args, constexprs, capability: int, memo: dict) -> d
     import triton
     from triton import knobs
     src, options, target = compile_source(kernel, args, constexprs, capability)
-    key = hashlib.sha256(f"{src.hash()}-{target}-{sorted(options.__dict__.items())}-v2".encode()).hexdigest()
+    key = hashlib.sha256(f"{src.hash()}-{target}-{sorted(options.__dict__.items())}-v3".encode()).hexdigest()
     if key in memo:
         return memo[key]
     path = Path(knobs.cache.dir) / "kernel_static" / f"{key}.json"
