@@ -5,7 +5,7 @@ must compile, not interpret: conftest sets TRITON_INTERPRET) compiles every kern
 at the model's BN shapes (batch 512), bf16 and fp32, channels-last and NCHW, training forward and backward,
 for both targets; the tests read its rows. A compile error fails the fixture. Compiles and
 their read-outs are cached under Triton's cache dir, so a second run reads them back (cold, 88 compiles: 76 s of
-CPU on a 2-core AVX2 EPYC; warm: about 15 s).
+CPU on a 2-core AVX2 EPYC; warm: 18 s).
 """
 import json
 import os
