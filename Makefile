@@ -22,7 +22,7 @@ PY := $(PYTHON)
 SETUP :=
 endif
 
-.PHONY: bench ladder test setup profile leaderboard bench-pipeline bench-step bench-kernels gpu-check lr-find report choose-fast clean-venv
+.PHONY: bench ladder test setup profile leaderboard bench-pipeline bench-step bench-kernels kernels-static gpu-check lr-find report choose-fast clean-venv
 
 setup: $(SETUP)
 
@@ -84,6 +84,10 @@ profile: $(SETUP)
 
 bench-kernels: $(SETUP)
 	$(PY) -m bench kernel-bench $(ARGS)
+
+# the Triton kernels compiled for sm_80 and sm_90 on this CPU (no GPU): results/kernels_static.csv
+kernels-static: $(SETUP)
+	$(PY) -m bench kernel-static $(ARGS)
 
 # PHASE=nodata (<= 3 min, no data needed) | data (<= 8 min, CIFAR10_DIR) | all; results in OUT/gpu-check-PHASE.tar.gz
 gpu-check:

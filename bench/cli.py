@@ -145,6 +145,8 @@ def _main(argv: list[str] | None = None) -> int:
     _option(kb, "--results-dir", default="results")
     kb.add_argument("--dtypes", default="fp32,bf16")
     kb.add_argument("--layouts", default="channels_last,nchw")
+    _option(sub.add_parser("kernel-static", help="compile the Triton kernels for sm_80/sm_90 on this CPU -> "
+                           "results/kernels_static.csv"), "--results-dir", default="results")
     _option(sub.add_parser("leaderboard", help="results/runs.csv -> results/leaderboard.md and plots"),
             "--results-dir", default="results")
     cf = sub.add_parser("choose-fast", help="measure img/s of each precision/layout/compile setting -> results/variants.csv")
@@ -181,6 +183,9 @@ def _main(argv: list[str] | None = None) -> int:
         if extra or args.steps < 1:
             raise ConfigError("choose-fast takes --steps>=1, --compile-modes and --results-dir only")
         return choose_fast(args.results_dir, args.steps, [m for m in args.compile_modes.split(",") if m] or None)
+    if args.command == "kernel-static":  # its own options (--targets, --dtypes, ...) are parsed there
+        from .kernel_static import main as kernel_static
+        return kernel_static(args.results_dir, extra)
     if args.command in ("kernel-bench", "leaderboard"):
         if extra:
             raise ConfigError(f"{args.command} takes no overrides, got {' '.join(extra)}")

@@ -12,13 +12,16 @@ Passes (E = N*C*H*W elements, b bytes each; P = SPLIT*C partials, tiny):
   | backward        | reduce+finalize (x, dy), dx (x, dy -> dx)    | 5*E*b      | 2 + 1 ticket memset       |
 Eager BatchNorm2d + ReLU forward moves 5*E*b (stats, normalise, in-place ReLU), its backward 5*E*b too.
 
-Statistics are a split reduction: SPLIT programs per channel block each sum a contiguous range of row tiles
-(fp32 accumulators; fp64 for fp64 input) and store one partial row. Each then takes a ticket from a per-block
-atomic counter; the last to arrive reduces the (SPLIT, BLOCK_C) partial tile in one vectorised tl.sum and
-writes the per-channel results (mean, rstd, running statistics; or dweight, dbias). This is ATen's
-channels-last scheme (staging buffer + semaphore, last block finishes) and Inductor's cooperative-reduction
-barrier (debug_barrier, then an acq_rel atomic). No program loops over SPLIT, nobody re-reads partials
-per element: the elementwise kernels load a few (C,) vectors and apply per-channel coefficients.
+Statistics are a split reduction: SPLIT programs per channel block (about 4 per SM over all blocks) each sum
+a contiguous range of row tiles (fp32 accumulators; fp64 for fp64 input) and store one partial row. Each then
+takes a ticket from a per-block atomic counter; the last to arrive sums the (SPLIT, BLOCK_C) partials in
+(FINAL_ROWS <= 64, BLOCK_C) chunks, vectorised, and writes the per-channel results (mean, rstd, running
+statistics; or dweight, dbias). This is ATen's channels-last scheme (staging buffer + semaphore, last block
+finishes) and Inductor's cooperative-reduction barrier (debug_barrier, then an acq_rel atomic). The chunk, not
+SPLIT, sizes the finaliser: one (256, 64) tile set the whole kernel's registers (139 stats / 165 reduce at sm_90,
+3 programs per SM; spills at NCHW 4x4), chunks give 96 / 128 (`make kernels-static`, docs/kernels-static.md).
+Nobody re-reads partials per element: the elementwise kernels load a few (C,) vectors and apply per-channel
+coefficients.
 Sums are of d = x - x[0, c, 0] (a sample of the channel), which keeps E[d^2] - E[d]^2 accurate when
 |mean| >> std. The tickets are a fresh zeroed int32 per channel block each call (one memset); a persistent,
 self-resetting counter would save it but make the op stateful, which functionalization would then copy.
@@ -67,12 +70,17 @@ if HAS_TRITON:
         return ticket == split - 1
 
     @triton.jit
-    def _sum_partials(part_ptr, row0, split, C, cs, SPLIT_P2: tl.constexpr):
-        """Sum rows row0 .. row0 + split of a (rows, C) partial buffer at channels cs: one (SPLIT_P2, BLOCK_C) tile."""
-        rows = tl.arange(0, SPLIT_P2)
-        offs = (row0 + rows)[:, None] * C + cs[None, :]
-        mask = (rows < split)[:, None] & (cs < C)[None, :]
-        return tl.sum(tl.load(part_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg"), 0)  # .cg: skip L1
+    def _sum_partials(part_ptr, row0, split, C, cs, FINAL_ROWS: tl.constexpr, BLOCK_C: tl.constexpr):
+        """Sum rows row0 .. row0 + split of a (rows, C) partial buffer at channels cs, FINAL_ROWS (<= 64) rows
+        at a time: the (FINAL_ROWS, BLOCK_C) chunk, not the whole split, sets the finaliser's registers
+        (a one-shot (256, 64) tile took the kernel to 139-165 registers and spilled at 4x4)."""
+        rows = tl.arange(0, FINAL_ROWS)
+        acc = tl.zeros((FINAL_ROWS, BLOCK_C), part_ptr.dtype.element_ty)
+        for r0 in range(0, split, FINAL_ROWS):
+            offs = (row0 + r0 + rows)[:, None] * C + cs[None, :]
+            mask = (r0 + rows < split)[:, None] & (cs < C)[None, :]
+            acc += tl.load(part_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg")  # .cg: skip L1
+        return tl.sum(acc, 0)
 
     @triton.jit
     def _bn_relu_fwd_stats_kernel(
@@ -84,7 +92,7 @@ if HAS_TRITON:
         new_mean_ptr, new_var_ptr,  # (C,) out: running statistics after this batch
         C, I, TI, T, s_o, s_c, s_i, tiles_per_prog, split, count,  # count = N*H*W
         momentum: tl.float64, eps: tl.float64,
-        SPLIT_P2: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_C: tl.constexpr,
+        FINAL_ROWS: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_C: tl.constexpr,
     ):
         pid_s, pid_c = tl.program_id(0), tl.program_id(1)
         acc_ty = part_ptr.dtype.element_ty
@@ -103,8 +111,9 @@ if HAS_TRITON:
         tl.store(part_ptr + pid_s * C + cs, tl.sum(acc, 0), mask=cmask)
         tl.store(part_ptr + (split + pid_s) * C + cs, tl.sum(acc2, 0), mask=cmask)
         if _last_ticket(ticket_ptr, pid_c, split):
-            mean_d = _sum_partials(part_ptr, 0, split, C, cs, SPLIT_P2) / count
-            var = tl.maximum(_sum_partials(part_ptr, split, split, C, cs, SPLIT_P2) / count - mean_d * mean_d, 0.0)
+            mean_d = _sum_partials(part_ptr, 0, split, C, cs, FINAL_ROWS, BLOCK_C) / count
+            mean_d2 = _sum_partials(part_ptr, split, split, C, cs, FINAL_ROWS, BLOCK_C) / count
+            var = tl.maximum(mean_d2 - mean_d * mean_d, 0.0)
             mean = shift + mean_d
             tl.store(mean_ptr + cs, mean, mask=cmask)
             tl.store(rstd_ptr + cs, 1.0 / tl.sqrt(var + tl.full((), eps, acc_ty)), mask=cmask)
@@ -164,7 +173,7 @@ if HAS_TRITON:
         ticket_ptr,  # (cdiv(C, BLOCK_C),) int32, zero on entry
         dweight_ptr, dbias_ptr,  # (C,) acc dtype out
         C, I, TI, T, s_o, s_c, s_i, tiles_per_prog, split,
-        SPLIT_P2: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_C: tl.constexpr,
+        FINAL_ROWS: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_C: tl.constexpr,
     ):
         pid_s, pid_c = tl.program_id(0), tl.program_id(1)
         acc_ty = part_ptr.dtype.element_ty
@@ -184,8 +193,8 @@ if HAS_TRITON:
         tl.store(part_ptr + pid_s * C + cs, tl.sum(acc_db, 0), mask=cmask)
         tl.store(part_ptr + (split + pid_s) * C + cs, tl.sum(acc_dw, 0), mask=cmask)
         if _last_ticket(ticket_ptr, pid_c, split):
-            tl.store(dbias_ptr + cs, _sum_partials(part_ptr, 0, split, C, cs, SPLIT_P2), mask=cmask)
-            tl.store(dweight_ptr + cs, _sum_partials(part_ptr, split, split, C, cs, SPLIT_P2), mask=cmask)
+            tl.store(dbias_ptr + cs, _sum_partials(part_ptr, 0, split, C, cs, FINAL_ROWS, BLOCK_C), mask=cmask)
+            tl.store(dweight_ptr + cs, _sum_partials(part_ptr, split, split, C, cs, FINAL_ROWS, BLOCK_C), mask=cmask)
 
     @triton.jit
     def _bn_relu_bwd_dx_kernel(
@@ -200,15 +209,16 @@ if HAS_TRITON:
         cs = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
         cmask = cs < C
         mean, rstd, scale, shift = _coefficients(mean_ptr, rstd_ptr, weight_ptr, bias_ptr, cs, cmask, acc_ty)
-        offs, mask = _tile(t, pid_c, C, I, TI, s_o, s_c, s_i, BLOCK_I, BLOCK_C)
-        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(acc_ty)
-        dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(acc_ty)
-        dx = tl.where(x * scale[None, :] + shift[None, :] > 0, dy, 0.0) * scale[None, :]
         if TRAINING:  # batch statistics depend on x: dx = scale * (dz - mean(dz) - x_hat * mean(dz * x_hat))
             db = tl.load(dbias_ptr + cs, mask=cmask, other=0.0)
             dw = tl.load(dweight_ptr + cs, mask=cmask, other=0.0)
             alpha = -scale * rstd * dw / count  # per channel: dx = scale*dz + alpha*(x - mean) + beta
             beta = -scale * db / count
+        offs, mask = _tile(t, pid_c, C, I, TI, s_o, s_c, s_i, BLOCK_I, BLOCK_C)  # per-channel loads above, tile below
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(acc_ty)
+        dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(acc_ty)
+        dx = tl.where(x * scale[None, :] + shift[None, :] > 0, dy, 0.0) * scale[None, :]
+        if TRAINING:
             dx += alpha[None, :] * (x - mean[None, :]) + beta[None, :]
         tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
@@ -217,7 +227,8 @@ if HAS_TRITON:
 
 # Triton decides at decoration time whether a kernel is compiled or interpreted.
 INTERPRETED = HAS_TRITON and type(_bn_relu_fwd_apply_kernel).__name__ == "InterpretedFunction"
-MAX_SPLIT = 256  # partial rows per channel block: the finaliser sums them as one (256, BLOCK_C) tile
+MAX_SPLIT = 1024  # partial rows per channel block (the finaliser sums them FINAL_ROWS at a time)
+FINAL_ELEMS = 2048  # the finaliser's (FINAL_ROWS, BLOCK_C) chunk at most: 16 fp32 per thread at 4 warps
 GEOMETRY_OVERRIDE: dict = {}  # tests force split / BLOCK_I here to drive the split path in the interpreter
 _SM_COUNT: dict = {}
 
@@ -235,16 +246,19 @@ def _sm_count(device: torch.device) -> int:
     return _SM_COUNT[device]
 
 
-def _geometry(x: torch.Tensor) -> dict:
+def _geometry(x: torch.Tensor, sm_count: int | None = None) -> dict:
     """The (O, C, I) view of a dense x, tile sizes and the split. GPU: 4096-element tiles and about four
-    reduction programs per SM. Interpreter: its cost is per program, so 16384-element tiles and no split."""
+    reduction programs per SM. Interpreter: its cost is per program, so 16384-element tiles and no split.
+    sm_count: plan for a GPU with that many SMs whatever x's device (the static check compiles for GPUs
+    this machine does not have, from meta tensors); None: the GPU x is on, or the interpreter."""
     n, c, h, w = x.shape
+    gpu = sm_count is not None or (x.device.type == "cuda" and not INTERPRETED)
     channels_last = x.stride(1) == 1 and c > 1
     if channels_last:
         o_, i_, s_o, s_c, s_i = 1, n * h * w, 0, 1, c
     else:
         o_, i_, s_o, s_c, s_i = n, h * w, x.stride(0), x.stride(1), 1
-    elems = 16384 if INTERPRETED else 4096
+    elems = 4096 if gpu else 16384
     if channels_last:
         block_c = min(triton.next_power_of_2(c), 64)
         block_i = max(1, min(triton.next_power_of_2(i_), elems // block_c))
@@ -258,16 +272,17 @@ def _geometry(x: torch.Tensor) -> dict:
     t = o_ * ti
     if "split" in GEOMETRY_OVERRIDE:
         split = GEOMETRY_OVERRIDE["split"]
-    elif INTERPRETED or x.device.type != "cuda":
+    elif not gpu:
         split = 1
     else:
-        split = triton.cdiv(4 * _sm_count(x.device), c_blocks)
+        split = triton.cdiv(4 * (sm_count or _sm_count(x.device)), c_blocks)
     split = max(1, min(split, t, MAX_SPLIT))
     tiles_per_prog = triton.cdiv(t, split)
     split = triton.cdiv(t, tiles_per_prog)  # no empty programs; the last may get fewer tiles
     return dict(C=c, I=i_, TI=ti, T=t, s_o=s_o, s_c=s_c, s_i=s_i, count=n * h * w, c_blocks=c_blocks,
-                tiles_per_prog=tiles_per_prog, split=split, SPLIT_P2=triton.next_power_of_2(split),
-                BLOCK_I=block_i, BLOCK_C=block_c)
+                tiles_per_prog=tiles_per_prog, split=split, BLOCK_I=block_i, BLOCK_C=block_c,
+                FINAL_ROWS=GEOMETRY_OVERRIDE.get("FINAL_ROWS", min(64, triton.next_power_of_2(split),
+                                                                  max(1, FINAL_ELEMS // block_c))))
 
 
 def _acc_dtype(x: torch.Tensor) -> torch.dtype:
@@ -290,15 +305,14 @@ def _plain(kernel):
     return kernel
 
 
-def bn_relu_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor,
-                    running_var: torch.Tensor, training: bool, momentum: float, eps: float, wrap=_plain):
-    """Launch the forward kernels (2 in training, 1 in eval). x: (N, C, H, W); weight, bias, running stats: (C,)
-    (not modified). Returns y (x's dtype and layout); mean and rstd (C,) in the statistics' dtype, saved for
-    backward; the running mean and var after this batch (new tensors). `wrap` is torch.library.wrap_triton
-    inside a triton_op."""
-    _check_triton(x)
+def forward_launches(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor,
+                     running_var: torch.Tensor, training: bool, momentum: float, eps: float,
+                     sm_count: int | None = None) -> tuple[tuple, list]:
+    """Forward's outputs, allocated, and the launches that fill them: [(kernel, grid, args, constexprs)].
+    bn_relu_forward runs them; bench.kernel_static compiles them for GPUs it does not have (meta tensors,
+    sm_count given), so the static table sees the launcher's own grids, arguments and constexprs."""
     x = x.contiguous(memory_format=_memory_format(x))
-    g = _geometry(x)
+    g = _geometry(x, sm_count)
     acc = _acc_dtype(x)
     y = torch.empty_like(x)
     mean = torch.empty(g["C"], device=x.device, dtype=acc)
@@ -306,29 +320,29 @@ def bn_relu_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, r
     new_mean, new_var = torch.empty_like(running_mean), torch.empty_like(running_var)
     view = (g["C"], g["I"], g["TI"])
     strides = (g["s_o"], g["s_c"], g["s_i"])
+    launches = []
     if training:
         if g["count"] < 2:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
         part = torch.empty((2 * g["split"], g["C"]), device=x.device, dtype=acc)
         tickets = torch.zeros(g["c_blocks"], device=x.device, dtype=torch.int32)
-        wrap(_bn_relu_fwd_stats_kernel)[(g["split"], g["c_blocks"])](
+        launches.append((_bn_relu_fwd_stats_kernel, (g["split"], g["c_blocks"]), (
             x, running_mean, running_var, part, tickets, mean, rstd, new_mean, new_var, *view, g["T"], *strides,
-            g["tiles_per_prog"], g["split"], g["count"], float(momentum), float(eps),
-            SPLIT_P2=g["SPLIT_P2"], BLOCK_I=g["BLOCK_I"], BLOCK_C=g["BLOCK_C"])
-    wrap(_bn_relu_fwd_apply_kernel)[(g["T"], g["c_blocks"])](
-        x, y, mean, rstd, weight, bias, running_mean, running_var, new_mean, new_var, *view, *strides, float(eps),
-        TRAINING=training, BLOCK_I=g["BLOCK_I"], BLOCK_C=g["BLOCK_C"])
-    return y, mean, rstd, new_mean, new_var
+            g["tiles_per_prog"], g["split"], g["count"], float(momentum), float(eps)),
+            dict(FINAL_ROWS=g["FINAL_ROWS"], BLOCK_I=g["BLOCK_I"], BLOCK_C=g["BLOCK_C"])))
+    launches.append((_bn_relu_fwd_apply_kernel, (g["T"], g["c_blocks"]), (
+        x, y, mean, rstd, weight, bias, running_mean, running_var, new_mean, new_var, *view, *strides, float(eps)),
+        dict(TRAINING=training, BLOCK_I=g["BLOCK_I"], BLOCK_C=g["BLOCK_C"])))
+    return (y, mean, rstd, new_mean, new_var), launches
 
 
-def bn_relu_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                     mean: torch.Tensor, rstd: torch.Tensor, training: bool, wrap=_plain):
-    """Launch the 2 backward kernels. dy, x: (N, C, H, W); the rest (C,). Returns dx, dweight, dbias
-    (the last two in the statistics' dtype)."""
-    _check_triton(x)
+def backward_launches(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                      mean: torch.Tensor, rstd: torch.Tensor, training: bool,
+                      sm_count: int | None = None) -> tuple[tuple, list]:
+    """Backward's outputs, allocated, and the launches that fill them (as forward_launches)."""
     x = x.contiguous(memory_format=_memory_format(x))
     dy = dy.contiguous(memory_format=_memory_format(x))  # the kernels index both with x's strides
-    g = _geometry(x)
+    g = _geometry(x, sm_count)
     acc = _acc_dtype(x)
     dx = torch.empty_like(x)
     part = torch.empty((2 * g["split"], g["C"]), device=x.device, dtype=acc)
@@ -337,13 +351,40 @@ def bn_relu_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bi
     dbias = torch.empty_like(dweight)
     view = (g["C"], g["I"], g["TI"])
     strides = (g["s_o"], g["s_c"], g["s_i"])
-    wrap(_bn_relu_bwd_reduce_kernel)[(g["split"], g["c_blocks"])](
-        dy, x, mean, rstd, weight, bias, part, tickets, dweight, dbias, *view, g["T"], *strides,
-        g["tiles_per_prog"], g["split"], SPLIT_P2=g["SPLIT_P2"], BLOCK_I=g["BLOCK_I"], BLOCK_C=g["BLOCK_C"])
-    wrap(_bn_relu_bwd_dx_kernel)[(g["T"], g["c_blocks"])](
-        dy, x, dx, mean, rstd, weight, bias, dweight, dbias, *view, *strides, g["count"],
-        TRAINING=training, BLOCK_I=g["BLOCK_I"], BLOCK_C=g["BLOCK_C"])
-    return dx, dweight, dbias
+    launches = [
+        (_bn_relu_bwd_reduce_kernel, (g["split"], g["c_blocks"]), (
+            dy, x, mean, rstd, weight, bias, part, tickets, dweight, dbias, *view, g["T"], *strides,
+            g["tiles_per_prog"], g["split"]),
+            dict(FINAL_ROWS=g["FINAL_ROWS"], BLOCK_I=g["BLOCK_I"], BLOCK_C=g["BLOCK_C"])),
+        (_bn_relu_bwd_dx_kernel, (g["T"], g["c_blocks"]), (
+            dy, x, dx, mean, rstd, weight, bias, dweight, dbias, *view, *strides, g["count"]),
+            dict(TRAINING=training, BLOCK_I=g["BLOCK_I"], BLOCK_C=g["BLOCK_C"])),
+    ]
+    return (dx, dweight, dbias), launches
+
+
+def bn_relu_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor,
+                    running_var: torch.Tensor, training: bool, momentum: float, eps: float, wrap=_plain):
+    """Launch the forward kernels (2 in training, 1 in eval). x: (N, C, H, W); weight, bias, running stats: (C,)
+    (not modified). Returns y (x's dtype and layout); mean and rstd (C,) in the statistics' dtype, saved for
+    backward; the running mean and var after this batch (new tensors). `wrap` is torch.library.wrap_triton
+    inside a triton_op."""
+    _check_triton(x)
+    out, launches = forward_launches(x, weight, bias, running_mean, running_var, training, momentum, eps)
+    for kernel, grid, args, constexprs in launches:
+        wrap(kernel)[grid](*args, **constexprs)
+    return out
+
+
+def bn_relu_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                     mean: torch.Tensor, rstd: torch.Tensor, training: bool, wrap=_plain):
+    """Launch the 2 backward kernels. dy, x: (N, C, H, W); the rest (C,). Returns dx, dweight, dbias
+    (the last two in the statistics' dtype)."""
+    _check_triton(x)
+    out, launches = backward_launches(dy, x, weight, bias, mean, rstd, training)
+    for kernel, grid, args, constexprs in launches:
+        wrap(kernel)[grid](*args, **constexprs)
+    return out
 
 
 # ---- the op: triton_op on CUDA (traceable), custom_op around the interpreter ------------------------------

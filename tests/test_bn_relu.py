@@ -137,6 +137,20 @@ def test_split_reduction_with_uneven_splits(layout, dtype, split, block_i, block
     check(fused, ref, make_input(shape, layout, dtype, device), dtype, training=False)
 
 
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_finaliser_sums_partials_in_chunks(layout, device, poison, monkeypatch):
+    """The last program sums the partials FINAL_ROWS rows at a time: 7 partial rows in chunks of 2 (the last
+    one partial), several channel blocks; on a GPU the chunk is 64 rows and the split up to 4 per SM."""
+    monkeypatch.setattr(bn_relu, "GEOMETRY_OVERRIDE", {"split": 7, "BLOCK_I": 4, "BLOCK_C": 16, "FINAL_ROWS": 2})
+    shape = (3, 37, 5, 7)
+    x = make_input(shape, layout, torch.float64, device)
+    g = bn_relu._geometry(x.contiguous(memory_format=bn_relu._memory_format(x)))
+    assert g["split"] == 7 and g["FINAL_ROWS"] == 2 and g["c_blocks"] == 3, g
+    fused, ref = pair(shape[1], device, dtype=torch.float64)
+    check(fused, ref, x, torch.float64, training=True)
+
 class _Recorder:
     """Stands in for a kernel: records each launch (name, grid, arguments by parameter name), then runs it."""
 
