@@ -98,7 +98,7 @@ def _option(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
     parser.add_argument(*dict.fromkeys((name, under)), **kwargs)
 
 
-def _main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True,
@@ -136,6 +136,12 @@ def _main(argv: list[str] | None = None) -> int:
                         "+CUDA graphs -> +Triton BN+ReLU, one variant per rung, then a table")
     ld.add_argument("--rungs", dest="variants", default=",".join(LADDER), help="comma list of rungs (default: all)")
     ld.add_argument("--runs", type=int, default=1, help="repeats per rung (seeds seed, seed+1, ...)")
+    _tool_commands(sub, common)
+    return parser
+
+
+def _tool_commands(sub, common: argparse.ArgumentParser) -> None:
+    """The benchmarks and tools that train no recipe to the target."""
     sb = sub.add_parser("step-bench", help="ms/step of the previous and the new training step -> results/step.csv")
     _option(sb, "--results-dir", default="results")
     _option(sb, "--batch-sizes", default="512,16")
@@ -162,50 +168,77 @@ def _main(argv: list[str] | None = None) -> int:
     sub.add_parser("show-config", parents=[common], help="print the resolved config as JSON").add_argument(
         "--variant", default=None)
 
-    args, extra = parser.parse_known_args(argv)
-    if args.command == "pipeline-bench":
-        from .pipeline_bench import main as pipeline_bench
-        if extra:
-            raise ConfigError(f"pipeline-bench takes --pipelines, --rounds, --time-cap-s, --train-subset and "
-                              f"--results-dir, not {' '.join(extra)}")
-        return pipeline_bench(args.results_dir, args.pipelines, args.rounds, args.time_cap_s, args.train_subset)
-    if args.command == "step-bench":
-        from .step_bench import main as step_bench
-        if extra or args.steps < 0:
-            raise ConfigError("step-bench takes --batch-sizes, --steps>=0, --compile-modes and --results-dir only")
-        return step_bench(args.results_dir, args.batch_sizes, args.steps, compile_modes=args.compile_modes)
-    if args.command == "report":
-        from .report import report_for_run
-        report_for_run(args.run_id, args.results_dir)
-        return 0
-    if args.command == "choose-fast":
-        from .choose import main as choose_fast
-        if extra or args.steps < 1:
-            raise ConfigError("choose-fast takes --steps>=1, --compile-modes and --results-dir only")
-        return choose_fast(args.results_dir, args.steps, [m for m in args.compile_modes.split(",") if m] or None)
-    if args.command == "kernel-static":  # its own options (--targets, --dtypes, ...) are parsed there
-        from .kernel_static import main as kernel_static
-        return kernel_static(args.results_dir, extra)
-    if args.command in ("kernel-bench", "leaderboard"):
-        if extra:
-            raise ConfigError(f"{args.command} takes no overrides, got {' '.join(extra)}")
-        if args.command == "kernel-bench":
-            from .kernel_bench import main as kernel_bench
-            return kernel_bench(args.results_dir, args.dtypes, args.layouts)
-        from .leaderboard import main as leaderboard
-        return leaderboard(args.results_dir)
+
+def _no_extra(command: str, extra: list[str], takes: str) -> None:
+    if extra:
+        raise ConfigError(f"{command} takes {takes} only, not {' '.join(extra)}")
+
+
+def _pipeline_bench(args, extra: list[str]) -> int:
+    from .pipeline_bench import main as pipeline_bench
+    _no_extra("pipeline-bench", extra, "--pipelines, --rounds, --time-cap-s, --train-subset and --results-dir")
+    return pipeline_bench(args.results_dir, args.pipelines, args.rounds, args.time_cap_s, args.train_subset)
+
+
+def _step_bench(args, extra: list[str]) -> int:
+    from .step_bench import main as step_bench
+    if extra or args.steps < 0:
+        raise ConfigError("step-bench takes --batch-sizes, --steps>=0, --compile-modes and --results-dir only")
+    return step_bench(args.results_dir, args.batch_sizes, args.steps, compile_modes=args.compile_modes)
+
+
+def _report(args, extra: list[str]) -> int:
+    from .report import report_for_run
+    _no_extra("report", extra, "a run id and --results-dir")
+    report_for_run(args.run_id, args.results_dir)
+    return 0
+
+
+def _choose_fast(args, extra: list[str]) -> int:
+    from .choose import main as choose_fast
+    if extra or args.steps < 1:
+        raise ConfigError("choose-fast takes --steps>=1, --compile-modes and --results-dir only")
+    return choose_fast(args.results_dir, args.steps, [m for m in args.compile_modes.split(",") if m] or None)
+
+
+def _kernel_static(args, extra: list[str]) -> int:
+    from .kernel_static import main as kernel_static
+    return kernel_static(args.results_dir, extra)  # its own options (--targets, --dtypes, ...) are parsed there
+
+
+def _kernel_bench(args, extra: list[str]) -> int:
+    from .kernel_bench import main as kernel_bench
+    _no_extra("kernel-bench", extra, "--dtypes, --layouts and --results-dir")
+    return kernel_bench(args.results_dir, args.dtypes, args.layouts)
+
+
+def _leaderboard(args, extra: list[str]) -> int:
+    from .leaderboard import main as leaderboard
+    _no_extra("leaderboard", extra, "--results-dir")
+    return leaderboard(args.results_dir)
+
+
+def _profile(args, extra: list[str]) -> int:
     overrides = parse_overrides(extra)
-    if args.command == "profile":
-        if args.steps < 1 or args.warmup < 0:
-            raise ConfigError("profile needs --steps >= 1 and --warmup >= 0")
-        build_config(args.preset, args.variant, "full", overrides)  # a bad recipe or key: refused before any work
-        from .step_profile import main as profile_main
-        return profile_main(args.preset, args.variant, args.steps, args.warmup, overrides, args.results_dir)
+    if args.steps < 1 or args.warmup < 0:
+        raise ConfigError("profile needs --steps >= 1 and --warmup >= 0")
+    build_config(args.preset, args.variant, "full", overrides)  # a bad recipe or key: refused before any work
+    from .step_profile import main as profile_main
+    return profile_main(args.preset, args.variant, args.steps, args.warmup, overrides, args.results_dir)
+
+
+def _show_config(args, extra: list[str]) -> int:
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    print(build_config(args.preset, args.variant, auto_profile(args.profile), parse_overrides(extra),
+                       device_type).to_json())
+    return 0
+
+
+def _training(args, extra: list[str]) -> int:
+    """run, race, ladder and lr-find: configs, every check (or the dry run's verdict), then the command."""
+    overrides = parse_overrides(extra)
     profile = auto_profile(args.profile)
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.command == "show-config":
-        print(build_config(args.preset, args.variant, profile, overrides, device_type).to_json())
-        return 0
     variants = [args.variant] if args.command not in ("race", "ladder") else [v for v in args.variants.split(",") if v]
     if args.command == "ladder":
         from .ladder import runnable
@@ -229,18 +262,31 @@ def _main(argv: list[str] | None = None) -> int:
         from .lr_find import finder_overrides, run_finder
         overrides = {**overrides, **finder_overrides(run_finder(finder))}
         cfgs = [build_config(args.preset, v, profile, overrides, device_type) for v in variants]
+    return _start(args, cfgs, variants, profile, overrides)
+
+
+def _start(args, cfgs, variants: list[str], profile: str, overrides: dict[str, str]) -> int:
     if args.command == "ladder":
         from .ladder import ladder
         ladder(args.preset, variants, profile, args.runs, overrides)
-        return 0
-    if args.command == "race":
+    elif args.command == "race":
         from .race import race
         race(args.preset, variants, profile, args.runs, overrides)
-        return 0
-    if args.command == "lr-find":
+    elif args.command == "lr-find":
         from .lr_find import run_finder
         run_finder(cfgs[0], args.start_lr, args.end_lr, args.num_iter, args.mode)
-        return 0
-    from .train import train
-    train(cfgs[0])
+    else:
+        from .train import train
+        train(cfgs[0])
     return 0
+
+
+COMMANDS = {"pipeline-bench": _pipeline_bench, "step-bench": _step_bench, "report": _report,
+            "choose-fast": _choose_fast, "kernel-static": _kernel_static, "kernel-bench": _kernel_bench,
+            "leaderboard": _leaderboard, "profile": _profile, "show-config": _show_config,
+            "run": _training, "race": _training, "ladder": _training, "lr-find": _training}
+
+
+def _main(argv: list[str] | None = None) -> int:
+    args, extra = _parser().parse_known_args(argv)
+    return COMMANDS[args.command](args, extra)
