@@ -44,8 +44,9 @@ def cases(device: torch.device, modes: str = "") -> list[tuple[str, str]]:
     """(step, compile mode) rows: the previous step, then the new one in each compile mode (default: off,
     default, and reduce-overhead (CUDA graphs) on CUDA)."""
     chosen = [m for m in modes.split(",") if m] or (
-        ["off", "default", "reduce-overhead"] if device.type == "cuda" else ["off", "default"])
-    bad = [m for m in chosen if m not in COMPILE_MODES or (m in ("reduce-overhead", "max-autotune") and device.type != "cuda")]
+        ["off", "default", "reduce-overhead", "graph"] if device.type == "cuda" else ["off", "default"])
+    bad = [m for m in chosen if m not in COMPILE_MODES
+           or (m in ("reduce-overhead", "max-autotune", "graph") and device.type != "cuda")]
     if bad:
         raise ConfigError(f"step-bench --compile-modes: {','.join(bad)} not available here; choose from "
                           f"{', '.join(COMPILE_MODES)} (CUDA graphs need CUDA)")

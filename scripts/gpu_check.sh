@@ -69,12 +69,15 @@ has_albumentations() { "$PY" -c "import albumentations" >/dev/null 2>&1; }
 if [ "$PHASE" != data ]; then
   deadline=$(( start + ${NODATA_BUDGET_S:-180} ))
   step tests 75 "$PY" -m pytest -q -p no:cacheprovider -m "not slow" tests/test_bn_relu.py tests/test_model_kernels.py \
-    tests/test_augment.py
+    tests/test_augment.py tests/test_step.py
   step kernels 35 "$PY" -m bench kernel-bench --results-dir="$R" --dtypes=bf16 --layouts=channels_last
   if "$PY" -m bench step-bench --help >/dev/null 2>&1; then
-    step step-bench 60 "$PY" -m bench step-bench --results-dir="$R" --compile-modes=off,reduce-overhead
+    step step-bench 60 "$PY" -m bench step-bench --results-dir="$R" --compile-modes=off,reduce-overhead,graph
   else
     note "step-bench skipped: this tree has no \`python -m bench step-bench\` command"
+  fi
+  if "$PY" -m bench profile --help >/dev/null 2>&1; then  # per-step device-busy fraction, kernels, top ops
+    step profile 30 "$PY" -m bench profile --preset=fast --variant=fast --steps=5 --warmup=3 --results-dir="$R"
   fi
   step compile-warmup 40 "$PY" scripts/compile_warmup.py --preset=fast --variants=compile,cuda-graphs
 fi
@@ -109,7 +112,7 @@ elapsed=$(( $(date +%s) - start ))
 { echo "=================== gpu-check $PHASE summary (${elapsed} s) ==================="
   cat "$W/device.txt" "$W/notes.txt" "$W/steps.txt"
   [ -f "$W/tests.log" ] && grep -E "passed|failed|error" "$W/tests.log" | tail -1
-  for f in kernels step-bench compile-warmup pipeline race-seed race-fast ladder eager eager-seed eager-fast; do
+  for f in kernels step-bench profile compile-warmup pipeline race-seed race-fast ladder eager eager-seed eager-fast; do
     [ -f "$W/$f.log" ] || continue
     echo "--- $f"
     grep -E "^\||^device:|^compile warm-up|: unavailable|^(device|dali|dataloader): |skipped|reached|rc=" "$W/$f.log" | head -40
