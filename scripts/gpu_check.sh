@@ -76,10 +76,13 @@ if [ "$PHASE" != data ]; then
   else
     note "step-bench skipped: this tree has no \`python -m bench step-bench\` command"
   fi
-  if "$PY" -m bench profile --help >/dev/null 2>&1; then  # per-step device-busy fraction, kernels, top ops
-    step profile 30 "$PY" -m bench profile --preset=fast --variant=fast --steps=5 --warmup=3 --results-dir="$R"
-  fi
   step compile-warmup 40 "$PY" scripts/compile_warmup.py --preset=fast --variants=compile,cuda-graphs
+  if "$PY" -m bench profile --help >/dev/null 2>&1; then  # per-step device-busy fraction, kernels, top ops
+    for mode in default reduce-overhead graph; do  # the logs say whether CUDA graphs captured, and why not
+      step "profile-$mode" 20 env TORCH_LOGS=cudagraphs,recompiles,graph_breaks "$PY" -m bench profile \
+        --preset=fast --variant=fast --steps=5 --warmup=3 --compile="$mode" --warmup_steps=3 --results-dir="$R"
+    done
+  fi
 fi
 
 if [ "$PHASE" != nodata ]; then
@@ -112,7 +115,7 @@ elapsed=$(( $(date +%s) - start ))
 { echo "=================== gpu-check $PHASE summary (${elapsed} s) ==================="
   cat "$W/device.txt" "$W/notes.txt" "$W/steps.txt"
   [ -f "$W/tests.log" ] && grep -E "passed|failed|error" "$W/tests.log" | tail -1
-  for f in kernels step-bench profile compile-warmup pipeline race-seed race-fast ladder eager eager-seed eager-fast; do
+  for f in kernels step-bench compile-warmup profile-default profile-reduce-overhead profile-graph pipeline race-seed race-fast ladder eager eager-seed eager-fast; do
     [ -f "$W/$f.log" ] || continue
     echo "--- $f"
     grep -E "^\||^device:|^compile warm-up|: unavailable|^(device|dali|dataloader): |skipped|reached|rc=" "$W/$f.log" | head -40
