@@ -22,7 +22,7 @@ PY := $(PYTHON)
 SETUP :=
 endif
 
-.PHONY: bench ladder test setup profile leaderboard bench-pipeline bench-step bench-kernels kernels-static gpu-check lr-find report choose-fast clean-venv
+.PHONY: bench ladder test test-all setup profile leaderboard bench-pipeline bench-step bench-kernels kernels-static gpu-check lr-find report choose-fast clean-venv
 
 setup: $(SETUP)
 
@@ -56,7 +56,12 @@ endif
 ladder: $(SETUP)
 	$(LAUNCH) ladder --preset=$(PRESET) --profile=$(PROFILE) --runs=$(RUNS) $(ARGS)
 
+# make test: the suite without the two `slow` learning checks (about 4 min each on a 2-core CPU without native bf16);
+# make test-all: everything
 test: $(SETUP)
+	$(PY) -m pytest -q -m "not slow" tests
+
+test-all: $(SETUP)
 	$(PY) -m pytest -q tests
 
 leaderboard: $(SETUP)
