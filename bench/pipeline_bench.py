@@ -19,12 +19,14 @@ from typing import Callable
 
 import torch
 
-from .config import ConfigError
+from model.transforms import DTYPES
+
+from .config import ConfigError, build_config
 from .results import ENV_COLUMNS, append_row, environment
 from .timer import synchronize
 
 PIPELINES = ("device", "dali", "dataloader")
-PIPELINE_COLUMNS = ("timestamp", *ENV_COLUMNS, "dali_version", "pipeline", "images", "rounds", "images_per_s",
+PIPELINE_COLUMNS = ("timestamp", *ENV_COLUMNS, "dali_version", "pipeline", "precision", "images", "rounds", "images_per_s",
                     "images_per_s_min", "images_per_s_max", "epoch_s_median", "epoch_s_stddev", "time_cap_s",
                     "capped")
 
@@ -101,8 +103,10 @@ def main(results_dir: str = "results", pipelines: str = ",".join(PIPELINES), rou
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data = load_cifar10(os.environ.get("CIFAR10_DIR") or None, device).subset(train_subset, 0)
     env, (dali_ok, dali_info) = environment(device), dali_available()
-    spec = LoaderSpec(batch_size=512, seed=0, dtype=torch.bfloat16, channels_last=True)
-    print(f"pipeline-bench on {env['device']}: {len(data.train_images):,} training images, batch 512, up to "
+    precision = build_config("fast", "fast", "full", {}, device.type).train.precision  # what training consumes here
+    spec = LoaderSpec(batch_size=512, seed=0, dtype=DTYPES[precision], channels_last=True)
+    print(f"pipeline-bench on {env['device']}: {len(data.train_images):,} training images, batch 512, {precision} "
+          f"channels-last (the fast variant's), up to "
           f"{rounds} epochs or {time_cap_s:g} s per pipeline", flush=True)
     rows = []
     for name in names:
@@ -117,7 +121,7 @@ def main(results_dir: str = "results", pipelines: str = ",".join(PIPELINES), rou
         r = time_pipeline(loader, device, rounds, time_cap_s)
         print(line(name, r), flush=True)
         row = {"timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"), **env,
-               "dali_version": dali_info if dali_ok else "", "pipeline": name,
+               "dali_version": dali_info if dali_ok else "", "pipeline": name, "precision": precision,
                **{k: v for k, v in r.items() if k in PIPELINE_COLUMNS}}
         append_row(Path(results_dir) / "pipeline.csv", row, PIPELINE_COLUMNS)
         rows.append(row)

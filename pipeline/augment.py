@@ -100,3 +100,21 @@ def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, dtype
         out = out.masked_fill(mask[:, None], 0.0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return out.to(dtype=dtype, memory_format=fmt)
+
+
+def normalize_into(out: torch.Tensor, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                   mask: torch.Tensor | None = None) -> None:
+    """`normalize` written into `out` (its dtype and layout), the same values. fp32: the uint8 copied into `out`
+    (layout included), then scale, shift and mask in place: no temporary. Other dtypes: computed in fp32, cast
+    once by the copy into `out` (a reduced-precision intermediate would round twice)."""
+    scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1)
+    shift = (mean / std).view(1, -1, 1, 1)
+    if out.dtype == torch.float32:
+        x = out.copy_(images)
+        x.mul_(scale).sub_(shift)
+    else:
+        x = torch.mul(images, scale).sub_(shift)  # uint8 x fp32 -> fp32
+    if mask is not None:
+        x.masked_fill_(mask[:, None], 0.0)
+    if x is not out:
+        out.copy_(x)

@@ -10,7 +10,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .augment import crop_indices, cutout_mask, gather_crop, normalize
+from .augment import crop_indices, cutout_mask, normalize, normalize_into
 from .cifar10 import MEAN, STD
 from .spec import LoaderSpec, epoch_seed, loader_spec, mean_std  # noqa: F401 (re-exported: callers import them from here)
 
@@ -39,32 +39,41 @@ class DeviceLoader:
             return self.base_flip[order] ^ bool(epoch % 2)
         return torch.rand(len(order), device=self.device, generator=gen) < 0.5
 
-    def augment(self, batch: torch.Tensor, gen: torch.Generator, flip: torch.Tensor | None = None) -> torch.Tensor:
-        """uint8 (B, 3, 32, 32) -> augmented, normalised (B, 3, 32, 32) in the training dtype and layout."""
+    def augment_into(self, out: torch.Tensor, batch: torch.Tensor, gen: torch.Generator,
+                     flip: torch.Tensor | None = None) -> None:
+        """uint8 (B, 3, 32, 32) -> augmented and normalised, written into `out` (B, 3, 32, 32: the training dtype
+        and layout). Crop and flip are one gather from the padded image's flattened planes."""
         s = self.spec
-        n, _, h, w = batch.shape
+        n, c, h, w = batch.shape
         if s.crop_padding:
             p = s.crop_padding
             padded = torch.nn.functional.pad(batch, (p, p, p, p))  # zero fill, uint8
             dy = torch.randint(0, 2 * p + 1, (n,), device=self.device, generator=gen)
             dx = torch.randint(0, 2 * p + 1, (n,), device=self.device, generator=gen)
-            batch = gather_crop(padded, crop_indices(dy, h), crop_indices(dx, w, flip))
+            rows, cols = crop_indices(dy, h), crop_indices(dx, w, flip)  # (n, h), (n, w): flip in the columns
+            flat = (rows[:, :, None] * (w + 2 * p) + cols[:, None, :]).view(n, 1, h * w)
+            batch = padded.view(n, c, -1).gather(2, flat.expand(n, c, h * w)).view(n, c, h, w)
         elif flip is not None:
             batch = torch.where(flip[:, None, None, None], batch.flip(3), batch)
         mask = (cutout_mask(n, h, w, s.cutout_size, batch, gen, s.cutout_prob, s.cutout_clip)
                 if s.cutout_size else None)
-        return normalize(batch, self.mean, self.std, s.dtype, s.channels_last, mask)
+        normalize_into(out, batch, self.mean, self.std, mask)
 
     def augment_epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The epoch's shuffled, augmented images (N', 3, 32, 32) and labels (N',), N' = the images its batches use."""
+        """The epoch's shuffled, augmented images (N', 3, 32, 32) and labels (N',), N' = the images its batches use.
+        Written chunk by chunk into one tensor of the training dtype and layout (no concatenation pass)."""
         gen = torch.Generator(device=self.device)
         gen.manual_seed(epoch_seed(self.spec.seed, epoch))
         n = len(self) * self.spec.batch_size if self.spec.drop_last else len(self.images)
         order = torch.randperm(len(self.images), device=self.device, generator=gen)[:n]
         flip = self.flips(order, epoch, gen)
-        parts = [self.augment(self.images[order[i:i + self.chunk]], gen,
-                              None if flip is None else flip[i:i + self.chunk]) for i in range(0, n, self.chunk)]
-        return torch.cat(parts), self.labels[order]
+        layout = torch.channels_last if self.spec.channels_last else torch.contiguous_format
+        out = torch.empty((n, *self.images.shape[1:]), dtype=self.spec.dtype, device=self.device,
+                          memory_format=layout)
+        for i in range(0, n, self.chunk):
+            self.augment_into(out[i:i + self.chunk], self.images[order[i:i + self.chunk]], gen,
+                              None if flip is None else flip[i:i + self.chunk])
+        return out, self.labels[order]
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         images, labels = self.augment_epoch(epoch)
