@@ -63,7 +63,8 @@ class DeviceLoader:
         order = torch.randperm(len(self.images), device=self.device, generator=gen)[:n]
         flip = self.flips(order, epoch, gen)
         parts = [self.augment(self.images[order[i:i + self.chunk]], gen,
-                              None if flip is None else flip[i:i + self.chunk]) for i in range(0, n, self.chunk)]
+                              None if flip is None else flip[i:i + self.chunk])
+                 for i in range(0, max(n, 1), self.chunk)]  # n = 0 (no batch): one empty chunk, so cat has a part
         return torch.cat(parts), self.labels[order]
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
