@@ -66,7 +66,8 @@ test: $(SETUP)
 # Scores and the survivors judged harmless: docs/mutants.md.
 DATA_DIR := $(abspath ../shared/data/cifar-10-batches-bin)
 mutants: $(SETUP)
-	CIFAR10_DIR=$${CIFAR10_DIR:-$(if $(wildcard $(DATA_DIR)),$(DATA_DIR))} nice -n 10 $(PY) -m mutmut run --max-children 1 $(MUTANTS)
+	@# one thread: a child forked from a process whose OpenMP pool ran hangs in its first parallel op (seen here)
+	OMP_NUM_THREADS=1 CIFAR10_DIR=$${CIFAR10_DIR:-$(if $(wildcard $(DATA_DIR)),$(DATA_DIR))} nice -n 10 $(PY) -m mutmut run --max-children 1 $(MUTANTS)
 
 leaderboard: $(SETUP)
 	$(PY) -m bench leaderboard

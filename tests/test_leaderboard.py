@@ -213,3 +213,10 @@ def test_race_table_uses_medians_of_odd_and_even_groups_with_outliers():
     lines = {l.split(" | ")[0][2:]: l for l in table.splitlines() if l.startswith("| eager") or l.startswith("| fast")}
     assert lines["eager"] == "| eager | 3 | 3/3 | 2.0 (1.0-100.0) | 92.0 (91.0-99.0) | 2.0 (1.0-10.0) | 200 | 2.0 (1.0-90.0) | 1.00x |"
     assert lines["fast"] == "| fast | 4 | 4/4 | 2.5 (1.0-100.0) | 92.5 (91.0-99.0) | 1.0 (1.0-2.0) | 250 | 2.5 (1.0-90.0) | 0.80x |"
+
+
+def test_ranking_with_no_reached_run_is_an_empty_table_with_its_columns(tmp_path):
+    add_run(tmp_path, "m1", "GPU-N", "fast", [0.5, 0.7], 2.0)
+    ok, _ = leaderboard.load(tmp_path)
+    table = leaderboard.ranking(ok)
+    assert table.empty and list(table.columns)[-3:] == ["median_final_acc", "median_images_per_s", "speedup_vs_eager"]
