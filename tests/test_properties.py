@@ -39,10 +39,10 @@ def assert_layout_kept(out, x):
             assert out.is_contiguous(memory_format=fmt), f"{fmt}: strides {out.stride()} for input {x.stride()}"
 
 
-def padded_ref(x, p):
-    """(N, C, H+2p, W+2p) zeros with x in the middle: padding by slicing."""
+def padded_ref(x, p, fill=0):
+    """(N, C, H+2p, W+2p) of `fill` with x in the middle: padding by slicing."""
     n, c, h, w = x.shape
-    out = torch.zeros(n, c, h + 2 * p, w + 2 * p, dtype=x.dtype)
+    out = torch.full((n, c, h + 2 * p, w + 2 * p), fill, dtype=x.dtype)
     out[:, :, p:p + h, p:p + w] = x
     return out
 
@@ -58,16 +58,16 @@ images = st.tuples(st.integers(1, 5), st.integers(1, 4), st.integers(1, 9), st.i
 
 
 @settings(max_examples=60, **SETTINGS)
-@given(images, st.integers(0, 5), st.integers(0, 2**31 - 1))
-def test_crop_takes_each_image_from_one_window_of_its_padded_self(img, p, seed):
+@given(images, st.integers(0, 5), st.sampled_from([0, 3]), st.integers(0, 2**31 - 1))
+def test_crop_takes_each_image_from_one_window_of_its_padded_self(img, p, fill, seed):
     n, c, h, w, dtype, layout = img
     x = in_layout(unique_ids(n, c, h, w, dtype), layout)
     src = x.clone()
-    out = batch_crop(x, p, torch.Generator().manual_seed(seed))
+    out = batch_crop(x, p, torch.Generator().manual_seed(seed), fill=fill)
     assert torch.equal(x, src) and out.shape == x.shape and out.dtype == dtype
     assert_layout_kept(out, x)
-    assert bool(window_match(out, padded_ref(src, p), h, w).all())
-    assert torch.equal(out, batch_crop(x, p, torch.Generator().manual_seed(seed)))  # the seed decides
+    assert bool(window_match(out, padded_ref(src, p, fill), h, w).all())
+    assert torch.equal(out, batch_crop(x, p, torch.Generator().manual_seed(seed), fill=fill))  # the seed decides
 
 
 @settings(max_examples=60, **SETTINGS)
