@@ -1,4 +1,5 @@
-"""Batched augmentation verbs on NCHW tensors of any device and dtype; none modifies its input.
+"""Batched augmentation verbs on NCHW tensors of any device, dtype and memory format; none modifies its input, and
+each returns the input's memory format (channels-last in, channels-last out: gather and masked_fill return NCHW).
 
 Random numbers come from `generator` (on the images' device) so that epochs are reproducible.
 """
@@ -14,6 +15,12 @@ def _rand(n: int, images: torch.Tensor, generator: torch.Generator | None) -> to
 def _randint(high: int, n: int, images: torch.Tensor, generator: torch.Generator | None,
              low: int = 0) -> torch.Tensor:
     return torch.randint(low, high, (n,), device=images.device, generator=generator)
+
+
+def _keep_layout(out: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """`out` in the memory format of `images` (a copy only where they differ)."""
+    cl = images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous()
+    return out.contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
 
 
 def crop_indices(offsets: torch.Tensor, size: int, flip: torch.Tensor | None = None) -> torch.Tensor:
@@ -44,13 +51,13 @@ def batch_crop(images: torch.Tensor, padding: int, generator: torch.Generator | 
     padded = torch.nn.functional.pad(images, (padding,) * 4, value=fill)  # (N, C, H+2p, W+2p)
     dy = _randint(2 * padding + 1, n, images, generator)
     dx = _randint(2 * padding + 1, n, images, generator)
-    return gather_crop(padded, crop_indices(dy, h), crop_indices(dx, w))
+    return _keep_layout(gather_crop(padded, crop_indices(dy, h), crop_indices(dx, w)), images)
 
 
 def batch_flip_lr(images: torch.Tensor, generator: torch.Generator | None = None, p: float = 0.5) -> torch.Tensor:
     """Mirror each image left-right with probability p."""
     flip = _rand(images.shape[0], images, generator) < p
-    return torch.where(flip[:, None, None, None], images.flip(3), images)
+    return _keep_layout(torch.where(flip[:, None, None, None], images.flip(3), images), images)
 
 
 def cutout_mask(n: int, h: int, w: int, size: int, images: torch.Tensor, generator: torch.Generator | None,
@@ -84,7 +91,7 @@ def batch_cutout(images: torch.Tensor, size: int, generator: torch.Generator | N
         return images.clone()
     n, _, h, w = images.shape
     mask = cutout_mask(n, h, w, size, images, generator, prob, clip)
-    return images.masked_fill(mask[:, None], fill)
+    return _keep_layout(images.masked_fill(mask[:, None], fill), images)
 
 
 def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, dtype: torch.dtype,

@@ -106,8 +106,12 @@ def test_cutout_probability_and_seeding():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+@pytest.mark.parametrize("fmt", [torch.channels_last, torch.contiguous_format])
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.bfloat16])
-def test_verbs_keep_dtype_and_layout_of_any_input(dtype):
-    x = coord_images(16, "cpu").to(dtype).contiguous(memory_format=torch.channels_last)
-    for out in (batch_crop(x, 2), batch_flip_lr(x), batch_cutout(x, 4)):
-        assert out.dtype == dtype and out.shape == x.shape
+def test_verbs_keep_dtype_and_layout_of_any_input(dtype, fmt):
+    x = coord_images(16, "cpu").to(dtype).contiguous(memory_format=fmt)
+    outs = {"crop": batch_crop(x, 2), "crop0": batch_crop(x, 0), "flip": batch_flip_lr(x), "cutout": batch_cutout(x, 4),
+            "cutout0": batch_cutout(x, 0)}
+    for name, out in outs.items():
+        assert out.dtype == dtype and out.shape == x.shape, name
+        assert out.is_contiguous(memory_format=fmt), f"{name}: strides {out.stride()} for input strides {x.stride()}"

@@ -71,3 +71,17 @@ def test_frozen_whitened_conv_does_not_move_while_the_rest_trains():
     for _ in range(3):
         step.step(torch.randn(4, 3, 32, 32, generator=g), torch.randint(0, 10, (4,), generator=g))
     assert torch.equal(model.prep[0].weight, frozen) and not torch.equal(model.layer1[0][0].weight, other)
+
+
+def test_whitening_eps_shrinks_the_weak_directions():
+    """With eps = 1 (of the order of the eigenvalues), direction i comes out with variance l_i / (l_i + 1), not 1."""
+    x = correlated_images()
+    conv = torch.nn.Conv2d(3, 64, 3, padding=1)
+    eigvals = whiten_conv_(conv, x, eps=1.0)
+    p = F.unfold(x.double(), 3).transpose(1, 2).reshape(-1, 27)
+    lam = torch.linalg.eigvalsh(torch.cov(p.T, correction=0))
+    torch.testing.assert_close(eigvals, lam)
+    assert float(lam.min()) < 0.2 < 2 < float(lam.max())  # both ends: eps matters at one, hardly at the other
+    y = F.conv2d(x.double(), conv.weight[:27].double())
+    cov = torch.cov(y.permute(1, 0, 2, 3).reshape(27, -1), correction=0)
+    torch.testing.assert_close(cov, torch.diag(lam / (lam + 1.0)), atol=2e-5, rtol=1e-4)

@@ -261,3 +261,44 @@ def test_figures_are_written_atomically(tmp_path, monkeypatch):
         pass
     assert png.read_bytes() == before and len(before) > 1000
     assert not list((tmp_path / "plots").glob(".*.tmp"))
+
+
+def test_ranking_uses_medians_of_odd_and_even_groups_with_outliers(tmp_path):
+    """One slow outlier per group: the median ignores it, a mean would not (eager: 3 runs, fast: 4)."""
+    for run_id, accs, epoch_s, ips in (("e1", [0.91], 1.0, 100.0), ("e2", [0.5, 0.92], 1.0, 200.0),
+                                       ("e3", [0.5] * 9 + [0.99], 10.0, 10_000.0),
+                                       ("f1", [0.91], 1.0, 100.0), ("f2", [0.92], 2.0, 200.0),
+                                       ("f3", [0.93], 3.0, 300.0), ("f4", [0.5, 0.99], 50.0, 10_000.0)):
+        add_run(tmp_path, run_id, "GPU-M", "eager" if run_id[0] == "e" else "fast", accs, epoch_s,
+                tamper={"images_per_s": ips})
+    ok, refused = leaderboard.load(tmp_path)
+    assert refused.empty
+    table = {r["label"]: r for r in leaderboard.ranking(ok).to_dict("records")}
+    e, f = table["eager"], table["fast"]
+    assert (e["runs"], e["median_s"], e["median_epochs"], e["median_final_acc"], e["median_images_per_s"]) == (
+        3, 2.0, 2.0, 0.92, 200.0)
+    assert (f["runs"], f["median_s"], f["median_epochs"], f["median_final_acc"], f["median_images_per_s"]) == (
+        4, 2.5, 1.0, 0.925, 250.0)
+    assert f["speedup_vs_eager"] == 2.0 / 2.5 and (e["rank"], f["rank"]) == (1, 2)
+    md = leaderboard.render(ok, refused)
+    assert "| 2 | fast | 4 | 1.0 | 2.5 | 1 (1-2) | 250 | 92.50 | 0.80x |" in md, md
+
+
+def test_race_table_uses_medians_of_odd_and_even_groups_with_outliers():
+    def run(ttt, acc, epochs, ips, warm):
+        return RunResult(run_id="x", status="reached", epochs_run=epochs, target_epoch=epochs, time_to_target_s=ttt,
+                         train_time_s=ttt, eval_time_s=1, warmup_s=warm, wall_time_s=ttt + 1, data_wait_s=0,
+                         final_test_acc=acc, best_test_acc=acc, images_per_s=ips)
+    table = race_table({"eager": [run(1.0, 0.91, 1, 100, 1.0), run(2.0, 0.92, 2, 200, 2.0), run(100.0, 0.99, 10, 1e4, 90.0)],
+                        "fast": [run(1.0, 0.91, 1, 100, 1.0), run(2.0, 0.92, 1, 200, 2.0), run(3.0, 0.93, 1, 300, 3.0),
+                                 run(100.0, 0.99, 2, 1e4, 90.0)]}, TARGET, "GPU-M")
+    lines = {l.split(" | ")[0][2:]: l for l in table.splitlines() if l.startswith("| eager") or l.startswith("| fast")}
+    assert lines["eager"] == "| eager | 3 | 3/3 | 2.0 (1.0-100.0) | 92.0 (91.0-99.0) | 2.0 (1.0-10.0) | 200 | 2.0 (1.0-90.0) | 1.00x |"
+    assert lines["fast"] == "| fast | 4 | 4/4 | 2.5 (1.0-100.0) | 92.5 (91.0-99.0) | 1.0 (1.0-2.0) | 250 | 2.5 (1.0-90.0) | 0.80x |"
+
+
+def test_ranking_with_no_reached_run_is_an_empty_table_with_its_columns(tmp_path):
+    add_run(tmp_path, "m1", "GPU-N", "fast", [0.5, 0.7], 2.0)
+    ok, _ = leaderboard.load(tmp_path)
+    table = leaderboard.ranking(ok)
+    assert table.empty and list(table.columns)[-3:] == ["median_final_acc", "median_images_per_s", "speedup_vs_eager"]

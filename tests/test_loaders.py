@@ -1,4 +1,5 @@
 """The three loaders behind one interface: alignment, coverage, reproducibility, agreement."""
+import numpy as np
 import pytest
 import torch
 
@@ -74,17 +75,39 @@ def test_dataloader_with_workers_matches_in_process():
     assert all(torch.equal(x, u) and torch.equal(y, v) for (x, y), (u, v) in zip(a, b))
 
 
+def reference_augment(images: torch.Tensor, s: LoaderSpec, seed: int = 0) -> torch.Tensor:
+    """A per-image numpy reference of the default recipe (pad-and-crop, random flip, clipped cutout, normalise),
+    sharing no code with any loader: uint8 (N, 3, 32, 32) -> float32 (N, 3, 32, 32)."""
+    rng = np.random.default_rng(seed)
+    mean, std = np.array(MEAN, np.float32)[:, None, None], np.array(STD, np.float32)[:, None, None]
+    p, k, out = s.crop_padding, s.cutout_size, np.empty(images.shape, np.float32)
+    for i, img in enumerate(images.numpy()):
+        padded = np.zeros((3, 32 + 2 * p, 32 + 2 * p), np.uint8)
+        padded[:, p:p + 32, p:p + 32] = img
+        dy, dx = rng.integers(0, 2 * p + 1, 2)
+        crop = padded[:, dy:dy + 32, dx:dx + 32][:, :, ::-1 if rng.random() < 0.5 else 1]
+        crop = (crop.astype(np.float32) / 255 - mean) / std
+        cy, cx = rng.integers(0, 32, 2) - k // 2
+        crop[:, max(cy, 0):max(cy + k, 0), max(cx, 0):max(cx + k, 0)] = 0.0
+        out[i] = crop
+    return torch.from_numpy(out)
+
+
 @pytest.mark.parametrize("pipeline", PIPELINES)
 def test_pipelines_agree_on_real_data_statistics(pipeline, cifar):
-    """Same dtype, shape, layout; per-channel mean and std of augmented batches close to the device loader's."""
+    """Same dtype, shape, layout; per-channel mean and std of augmented batches close to those of an independent
+    per-image reference of the same recipe (the device loader used to be its own reference)."""
     images, labels = cifar.train_images[:2048], cifar.train_labels[:2048]
-    stats = {}
-    for name in ("device", pipeline):
-        xs = torch.cat([x.float() for x, _ in make_loader(name, images, labels, spec(batch_size=256), 0).epoch(0)])
-        assert xs.shape == (2048, 3, 32, 32)
-        stats[name] = (xs.mean((0, 2, 3)), xs.std((0, 2, 3)))
-    torch.testing.assert_close(stats[pipeline][0], stats["device"][0], atol=0.03, rtol=0)
-    torch.testing.assert_close(stats[pipeline][1], stats["device"][1], atol=0.03, rtol=0)
+    s = spec(batch_size=256)
+    batches = [x for x, _ in make_loader(pipeline, images, labels, s, 0).epoch(0)]
+    assert all(x.dtype == s.dtype and x.is_contiguous(memory_format=torch.channels_last) for x in batches)
+    xs = torch.cat([x.float() for x in batches])
+    assert xs.shape == (2048, 3, 32, 32)
+    ref = reference_augment(images, s)
+    torch.testing.assert_close(xs.mean((0, 2, 3)), ref.mean((0, 2, 3)), atol=0.03, rtol=0)
+    torch.testing.assert_close(xs.std((0, 2, 3)), ref.std((0, 2, 3)), atol=0.03, rtol=0)
+    holes = [(v == 0).all(1).double().mean().item() for v in (xs, ref)]  # cutout: zero (the mean) in every channel
+    assert abs(holes[0] - holes[1]) < 0.01, holes
     # normalisation: without augmentation the data set's own statistics are about (0, 1)
     plain = make_loader(pipeline, images, labels, spec(batch_size=256, crop_padding=0, flip=False, cutout_size=0), 0)
     xs = torch.cat([x.float() for x, _ in plain.epoch(0)])
@@ -135,3 +158,37 @@ def test_alternating_flip_is_refused_for_dali():
     from bench.config import ConfigError, build_config
     with pytest.raises(ConfigError, match="flip_alternate"):
         build_config("fast", None, "full", {"data.pipeline": "dali"})
+
+
+def crops_and_flips(x: torch.Tensor, src: torch.Tensor, p: int) -> torch.Tensor:
+    """(N,) bool mirrored: each output image (normalised) must be exactly one (2p+1)^2 crop of its source padded by
+    p zeros, or of its mirror padded so; which one is returned. Windows by unfold, mirrors by flip: no loader code."""
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    out = torch.round((x.float() * std + mean) * 255).to(torch.uint8)  # back to the source's integers
+
+    def matches(images):  # (N, 2p+1, 2p+1): which window of the padded image equals the output
+        win = torch.nn.functional.pad(images, (p,) * 4).unfold(2, 32, 1).unfold(3, 32, 1)  # (N, 3, 2p+1, 2p+1, 32, 32)
+        return (win == out[:, :, None, None]).all(5).all(4).all(1)
+    plain, mirrored = matches(src).flatten(1).any(1), matches(src.flip(3)).flatten(1).any(1)
+    assert bool((plain ^ mirrored).all()), "an image that is neither a crop of its source nor of its mirror"
+    return mirrored
+
+
+@pytest.mark.parametrize("pipeline", ["device", "dataloader"])
+def test_the_recipes_crop_and_flip_mirror_each_image_as_asked(pipeline):
+    """Every recipe crops (padding 4) and flips: the device loader fuses the flip into the crop's gather, so the
+    alternating-flip test at padding 0 never sees it. Random flips: about half; alternating: the opposite each epoch."""
+    n, p = 128, 4
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    for alternate in (False, True):
+        s = spec(crop_padding=p, cutout_size=0, flip_alternate=alternate, dtype=torch.float32, channels_last=False)
+        loader = make_loader(pipeline, images, torch.arange(n), s, workers=0)
+        flips = torch.zeros(2, n, dtype=torch.bool)
+        for e in range(2):
+            for x, idx in loader.epoch(e):
+                flips[e, idx] = crops_and_flips(x, images[idx], p)
+        assert 0.3 < flips[0].float().mean() < 0.7 and 0.3 < flips[1].float().mean() < 0.7
+        if alternate:
+            assert bool((flips[1] == ~flips[0]).all())
+        else:
+            assert 0.3 < (flips[1] != flips[0]).float().mean() < 0.7

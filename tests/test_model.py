@@ -54,3 +54,24 @@ def test_channels_last_bf16_matches_fp32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = cl(x.to(memory_format=torch.channels_last)).float()
     assert (out - ref).abs().max() < 0.05 * ref.abs().max() + 0.05
+
+
+def test_dropout_drops_its_share_in_training_mode():
+    """model.dropout=0.3 as the training loop builds it: in train mode every Dropout zeroes about 30% of its
+    (non-zero) inputs and scales the rest by 1 / 0.7; two forward passes differ. Eval mode is exact (above)."""
+    from bench.config import build_config
+    from model.transforms import build_model
+    cfg = build_config("seed", "eager", "full", {"model.dropout": "0.3"}, "cpu")
+    model = build_model(cfg.model, torch.device("cpu"), channels_last=False).train()
+    seen = []
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.register_forward_hook(lambda mod, inp, out: seen.append((inp[0].detach().clone(), out.detach())))
+    x = torch.randn(4, 3, 32, 32)
+    a, b = model(x), model(x)
+    assert len(seen) == 16 and not torch.allclose(a, b)
+    for inp, out in seen[:8]:
+        live = inp != 0
+        dropped = (out == 0) & live
+        assert 0.25 < dropped.sum() / live.sum() < 0.35
+        torch.testing.assert_close(out[live & ~dropped], inp[live & ~dropped] / 0.7)

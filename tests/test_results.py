@@ -156,3 +156,29 @@ def test_a_byte_order_mark_is_dropped_and_every_row_kept(tmp_path):
     append_row(path, {"run_id": "b"}, RUN_COLUMNS)
     text = path.read_text()
     assert text.startswith("run_id,") and [line.split(",")[0] for line in text.splitlines()] == ["run_id", "a", "b"]
+
+
+@pytest.mark.parametrize("write", ["append_row", "write_csv"])
+def test_the_temporary_file_is_fsynced_whole_before_the_rename(tmp_path, monkeypatch, write):
+    """A crash after the rename must not leave a renamed but empty file: fsync(temp) with all its bytes, then replace."""
+    import os
+    events, real_fsync, real_replace = [], os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"), os.fstat(fd).st_size))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.fspath(src), os.fspath(dst)))
+        real_replace(src, dst)
+    monkeypatch.setattr(results.os, "fsync", fsync)
+    monkeypatch.setattr(results.os, "replace", replace)
+    path = tmp_path / "runs.csv"
+    if write == "append_row":
+        append_row(path, {"run_id": "first"})
+    else:
+        results.write_csv(path, ["epoch", "lr"], [{"epoch": 1, "lr": 0.1}])
+    (r,) = [i for i, e in enumerate(events) if e[0] == "replace"]
+    tmp, dst = events[r][1:]
+    assert dst == str(path) and tmp != dst
+    assert ("fsync", tmp, path.stat().st_size) in events[:r], events
