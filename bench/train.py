@@ -28,6 +28,7 @@ from tqdm import tqdm
 from model.init import dirac_convs_, freeze_norm_scales_, whiten_conv_
 from model.transforms import DTYPES, autocast, build_model, compile_model
 from pipeline import CIFAR10, eval_batches, load_cifar10, loader_spec, make_loader
+from pipeline.augment import keep_layout
 from pipeline.cifar10 import data_fingerprint
 
 from .config import TTA_MODES, RunConfig
@@ -144,9 +145,7 @@ def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
         pad = F.pad(x, (1, 1, 1, 1))  # zero = the mean after normalisation
         h, w = x.shape[2:]
         views += [v.flip(3) if i else v for v in (pad[..., :h, :w], pad[..., 2:, 2:]) for i in (0, 1)]
-    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    return [v.contiguous(memory_format=layout) for v in views]
+    return [keep_layout(v, x) for v in views]
 
 
 @dataclass

@@ -17,7 +17,7 @@ def _randint(high: int, n: int, images: torch.Tensor, generator: torch.Generator
     return torch.randint(low, high, (n,), device=images.device, generator=generator)
 
 
-def _keep_layout(out: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+def keep_layout(out: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """`out` in the memory format of `images` (a copy only where they differ)."""
     cl = images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous()
     return out.contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
@@ -51,13 +51,13 @@ def batch_crop(images: torch.Tensor, padding: int, generator: torch.Generator | 
     padded = torch.nn.functional.pad(images, (padding,) * 4, value=fill)  # (N, C, H+2p, W+2p)
     dy = _randint(2 * padding + 1, n, images, generator)
     dx = _randint(2 * padding + 1, n, images, generator)
-    return _keep_layout(gather_crop(padded, crop_indices(dy, h), crop_indices(dx, w)), images)
+    return keep_layout(gather_crop(padded, crop_indices(dy, h), crop_indices(dx, w)), images)
 
 
 def batch_flip_lr(images: torch.Tensor, generator: torch.Generator | None = None, p: float = 0.5) -> torch.Tensor:
     """Mirror each image left-right with probability p."""
     flip = _rand(images.shape[0], images, generator) < p
-    return _keep_layout(torch.where(flip[:, None, None, None], images.flip(3), images), images)
+    return keep_layout(torch.where(flip[:, None, None, None], images.flip(3), images), images)
 
 
 def cutout_mask(n: int, h: int, w: int, size: int, images: torch.Tensor, generator: torch.Generator | None,
@@ -91,29 +91,24 @@ def batch_cutout(images: torch.Tensor, size: int, generator: torch.Generator | N
         return images.clone()
     n, _, h, w = images.shape
     mask = cutout_mask(n, h, w, size, images, generator, prob, clip)
-    return _keep_layout(images.masked_fill(mask[:, None], fill), images)
+    return keep_layout(images.masked_fill(mask[:, None], fill), images)
 
 
 def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, dtype: torch.dtype,
               channels_last: bool, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> (x / 255 - mean) / std in `dtype`, zero (the mean) under `mask` (N, H, W).
-
-    One elementwise pass (plus the layout change) in fp32, cast once at the end.
-    """
-    scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1)
-    shift = (mean / std).view(1, -1, 1, 1)
-    out = images.float() * scale - shift
-    if mask is not None:
-        out = out.masked_fill(mask[:, None], 0.0)
+    """uint8 (N, C, H, W) -> (x / 255 - mean) / std in `dtype`, zero (the mean) under `mask` (N, H, W): a new
+    tensor in that dtype and layout, filled by `normalize_into`."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return out.to(dtype=dtype, memory_format=fmt)
+    out = torch.empty(images.shape, dtype=dtype, device=images.device, memory_format=fmt)
+    normalize_into(out, images, mean, std, mask)
+    return out
 
 
 def normalize_into(out: torch.Tensor, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
                    mask: torch.Tensor | None = None) -> None:
-    """`normalize` written into `out` (its dtype and layout), the same values. fp32: the uint8 copied into `out`
-    (layout included), then scale, shift and mask in place: no temporary. Other dtypes: computed in fp32, cast
-    once by the copy into `out` (a reduced-precision intermediate would round twice)."""
+    """uint8 images normalised as `normalize` says, written into `out` (its dtype and layout). fp32: the uint8
+    copied into `out` (layout included), then scale, shift and mask in place: no temporary. Other dtypes:
+    computed in fp32, cast once by the copy into `out` (a reduced-precision intermediate would round twice)."""
     scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1)
     shift = (mean / std).view(1, -1, 1, 1)
     if out.dtype == torch.float32:
