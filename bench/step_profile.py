@@ -9,7 +9,6 @@ most self device time). On a CPU the "device" is the CPU itself: device time is 
 """
 from __future__ import annotations
 
-import csv
 import re
 import time
 from datetime import datetime, timezone
@@ -22,7 +21,7 @@ from model.transforms import DTYPES, build_model
 
 from .config import build_config
 from .ema import WeightEMA
-from .results import atomic_write, environment
+from .results import atomic_write, environment, write_csv
 from .step import TrainStep
 from .timer import synchronize
 
@@ -51,32 +50,28 @@ def profile_steps(preset: str = "fast", variant: str = "fast", steps: int = 3, w
     step = TrainStep(model, cfg, device, warmup + steps, warmup + steps, ema)
     g = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(t.batch_size, 3, 32, 32, device=device, generator=g).to(
-        dtype=DTYPES[t.precision] if t.precision != "fp32" else torch.float32,
+        dtype=DTYPES[t.precision],
         memory_format=torch.channels_last if t.channels_last else torch.contiguous_format)
     y = torch.randint(0, 10, (t.batch_size,), device=device, generator=g)
     for _ in range(warmup):
         step.step(x, y)
     synchronize(device)
-    host_ms, marks = [], []
+    host_ms = []
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
         for i in range(steps):
             t0 = time.perf_counter()
-            with record_function(f"step {i}") as mark:
+            with record_function(f"step {i}"):
                 step.step(x, y)
                 synchronize(device)
             host_ms.append(1000 * (time.perf_counter() - t0))
-            marks.append(mark)
     label = re.sub(r"[^A-Za-z0-9.=-]+", "-", f"{cfg.preset}-{cfg.variant}-{device.type}").strip("-")
     run_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + f"-{label}"
     out = Path(results_dir) / "profiles" / run_id
     out.mkdir(parents=True, exist_ok=True)
     prof.export_chrome_trace(str(out / "trace.json"))
     rows = step_rows(prof, cuda, host_ms)
-    with open(out / "steps.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=STEP_COLUMNS, lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(out / "steps.csv", STEP_COLUMNS, rows)
     env = environment(device)
     header = (f"# Profile {run_id}\n\n{cfg.preset}/{cfg.variant}: {t.precision}, "
               f"{'channels-last' if t.channels_last else 'NCHW'}, compile {t.compile}, batch {t.batch_size}; "
