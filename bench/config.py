@@ -221,8 +221,8 @@ def fast8_recipe() -> RunConfig:
         train=TrainConfig(epochs=8, tta="flip"))
 
 
-def fast_recipe() -> RunConfig:
-    """fast8's optimiser over a 5-epoch one-cycle, plus: a whitened, frozen first conv (airbench, Page);
+def fast5_recipe() -> RunConfig:
+    """The 5-epoch recipe (`fast` until 2026-12-02), kept reproducible: fast8's optimiser over a 5-epoch one-cycle, plus: a whitened, frozen first conv (airbench, Page);
     alternating flip; EMA every 5 steps (decay 0.99 per step, so 0.99**5 per update); flip + translate test-time
     augmentation; no cutout (airbench's choice): with cutout, seed 0 ended at 89.39% after 5 epochs with a
     training accuracy of 90.1% on augmented images, i.e. underfitting, so the regulariser goes. Network unchanged.
@@ -234,14 +234,27 @@ def fast_recipe() -> RunConfig:
     (docs/results-history.md; ablations in docs/recipes.md).
     """
     base = fast8_recipe()
-    return replace(base, preset="fast",
+    return replace(base, preset="fast5",
                    aug=replace(base.aug, flip_alternate=True, cutout_size=0, crop_padding=2),
                    init=InitConfig(whiten=True, whiten_frozen=True),
                    optim=replace(base.optim, ema_every=5),
                    train=replace(base.train, epochs=5, tta="flip_translate"))
 
 
-RECIPES: dict[str, Callable[[], RunConfig]] = {"seed": seed_recipe, "fast": fast_recipe, "fast8": fast8_recipe}
+def fast_recipe() -> RunConfig:
+    """fast5 over a 4-epoch one-cycle, plus: BatchNorm scales frozen at 1 and BatchNorm biases at 64x the LR
+    (and weight decay / 64), as in Page's ResNet-9 and airbench; flip-only test-time augmentation (a third of
+    flip_translate's evaluation); no evaluation after epoch 1, which cannot reach the target.
+    Measured: docs/recipes.md (the 4-epoch table).
+    """
+    base = fast5_recipe()
+    return replace(base, preset="fast",
+                   optim=replace(base.optim, norm_scale_frozen=True, norm_bias_lr_scale=64.0),
+                   train=replace(base.train, epochs=4, tta="flip", eval_from=2))
+
+
+RECIPES: dict[str, Callable[[], RunConfig]] = {"seed": seed_recipe, "fast": fast_recipe, "fast5": fast5_recipe,
+                                              "fast8": fast8_recipe}
 
 
 # ---- variants (how it is executed) ------------------------------------------------------------
