@@ -130,7 +130,7 @@ class TrainConfig:
     epochs: int = 24  # length of the LR schedule
     target_acc: float = 0.90  # test accuracy that stops the clock
     stop_at_target: bool = True  # stop after the first epoch at or above target_acc
-    eval_from: int = 1  # first epoch whose end is evaluated; earlier epochs log no test accuracy and cannot stop
+    eval_from: int = 1  # first epoch whose end is evaluated (the last epoch always is); earlier ones cannot stop
     seed: int = 0
     eval_batch_size: int = 1024
     warmup_steps: int = 0  # untimed steps before training (compilation, autotuning); weights restored after
@@ -146,9 +146,8 @@ class TrainConfig:
         _check(self.eval_batch_size >= 1, f"train.eval_batch_size={self.eval_batch_size} must be >= 1")
         _check(self.epochs >= 1, f"train.epochs={self.epochs} must be >= 1")
         _check(0 < self.target_acc <= 1.0, f"train.target_acc={self.target_acc} must be in (0, 1] (a fraction)")
-        _check(1 <= self.eval_from <= self.epochs,
-               f"train.eval_from={self.eval_from} must be between 1 and train.epochs={self.epochs} (the last epoch is "
-               f"always evaluated)")
+        _check(self.eval_from >= 1, f"train.eval_from={self.eval_from} must be >= 1 (the last epoch is always "
+               f"evaluated, so a value past train.epochs evaluates only the last)")
         _check(self.warmup_steps >= 0, f"train.warmup_steps={self.warmup_steps} must be >= 0")
         _check(0 <= self.seed < 2 ** 63, f"train.seed={self.seed} must be in [0, 2**63) (torch's generators take 64 bits)")
         _check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,

@@ -317,7 +317,7 @@ def fit(cfg: RunConfig, data: CIFAR10 | None = None, quiet: bool = False,
             break
         test_loss = test_acc = None
         eval_s, cheaper = 0.0, {}
-        if epoch >= t.eval_from:
+        if epoch >= min(t.eval_from, t.epochs):  # the last epoch is always evaluated
             t_eval = Timer(device)
             t_eval.start()
             test_loss, test_acc, preds, cheaper = evaluate(run.eval_model, run.data.test_images,

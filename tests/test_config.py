@@ -98,7 +98,7 @@ def test_a_changed_recipe_is_named_as_such_in_the_row():
     from bench.config import RECIPE_KEYS, leaf_keys
     assert set(RECIPE_KEYS) <= set(leaf_keys())
     same = {"seed": "3", "results_dir": "x", "train_subset": "1000", "device": "cpu", "compile": "default",
-            "precision": "fp32", "eval_from": "2", "stop_at_target": "false", "target_acc": "0.5", "epochs": "5",
+            "precision": "fp32", "eval_from": "2", "stop_at_target": "false", "target_acc": "0.5", "epochs": "4",
             "lr_source": "a note"}
     assert build_config("fast", "fast", "full", same).preset == "fast"
     cfg = build_config("fast", "fast", "full", {"whiten": "false", "ema_every": "1", "aug.cutout_size": "8"})

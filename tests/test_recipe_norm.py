@@ -16,7 +16,8 @@ def sgd_cfg(**more):
     over = {"optim.optimizer": "sgd", "optim.lr_max": str(LR), "optim.lr_div": "1", "optim.final_div": "1",
             "optim.weight_decay": str(WD), "optim.momentum": str(MOMENTUM), "optim.ema_decay": "0",
             "optim.label_smoothing": "0", "train.precision": "fp32", "train.channels_last": "false",
-            "init.whiten": "false", "train.epochs": "1"}
+            "init.whiten": "false", "train.epochs": "1", "optim.norm_bias_lr_scale": "1",
+            "optim.norm_scale_frozen": "false"}  # fast's own values are 64 and true: each test sets what it tests
     over.update(more)
     return build_config("fast", None, "full", over)
 
