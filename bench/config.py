@@ -221,12 +221,13 @@ def fast8_recipe() -> RunConfig:
 
 
 def fast5_recipe() -> RunConfig:
-    """The 5-epoch recipe (`fast` until 2026-12-02), kept reproducible: fast8's optimiser over a 5-epoch one-cycle, plus: a whitened, frozen first conv (airbench, Page);
-    alternating flip; EMA every 5 steps (decay 0.99 per step, so 0.99**5 per update); flip + translate test-time
-    augmentation; no cutout (airbench's choice): with cutout, seed 0 ended at 89.39% after 5 epochs with a
-    training accuracy of 90.1% on augmented images, i.e. underfitting, so the regulariser goes. Network unchanged.
-    Dirac initialisation (init.dirac) is available but not used: at this LR it raised the training loss above
-    chance in a 2,048-image trial (docs/recipes.md).
+    """The 5-epoch recipe (`fast` until 2026-12-02), kept reproducible under this name: fast8's optimiser over a
+    5-epoch one-cycle, plus: a whitened, frozen first conv (airbench, Page); alternating flip; EMA every 5 steps
+    (decay 0.99 per step, so 0.99**5 per update); flip + translate test-time augmentation; no cutout (airbench's
+    choice): with cutout, seed 0 ended at 89.39% after 5 epochs with a training accuracy of 90.1% on augmented
+    images, i.e. underfitting, so the regulariser goes. Network unchanged. Dirac initialisation (init.dirac) is
+    available but not used: at this LR it raised the training loss above chance in a 2,048-image trial
+    (docs/recipes.md).
 
     Crops from the image padded by 2, not 4 (airbench's translate 2): with padding 4 seed 0 ended at 89.88%.
     Measured (2-core CPU with native bf16, full data, seeds 0-2): 90% at epoch 5 on each, 90.64 / 90.52 / 90.43%
