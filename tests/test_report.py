@@ -54,7 +54,8 @@ def test_curve_legends_say_what_each_curve_measures():
     assert curve_labels(build_config("seed")) == ("train", "test")
     train, test = curve_labels(build_config("fast"))
     assert train == "train (label smoothing 0.2)"  # the optimised loss, not comparable with the test loss
-    assert test == "test (EMA 0.99, flip_translate TTA)"
+    assert test == "test (EMA 0.99, flip TTA)"
+    assert curve_labels(build_config("fast5"))[1] == "test (EMA 0.99, flip_translate TTA)"
 
 
 def test_curves_show_the_cheaper_tta_scores_when_logged(tmp_path, monkeypatch):
