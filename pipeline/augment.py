@@ -33,10 +33,12 @@ def crop_indices(offsets: torch.Tensor, size: int, flip: torch.Tensor | None = N
 
 
 def gather_crop(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """images (N, C, H, W), rows (N, h), cols (N, w) -> (N, C, h, w): two gathers, no Python loop."""
+    """images (N, C, H, W), rows (N, h), cols (N, w) -> (N, C, h, w), NCHW: one gather from each image's flattened
+    planes (a view of contiguous images), no Python loop."""
     n, c, _, w = images.shape
-    out = images.gather(2, rows[:, None, :, None].expand(n, c, rows.shape[1], w))
-    return out.gather(3, cols[:, None, None, :].expand(n, c, rows.shape[1], cols.shape[1]))
+    h2, w2 = rows.shape[1], cols.shape[1]
+    flat = (rows[:, :, None] * w + cols[:, None, :]).view(n, 1, h2 * w2)
+    return images.reshape(n, c, -1).gather(2, flat.expand(n, c, h2 * w2)).view(n, c, h2, w2)
 
 
 def batch_crop(images: torch.Tensor, padding: int, generator: torch.Generator | None = None,

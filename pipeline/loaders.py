@@ -10,7 +10,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .augment import crop_indices, cutout_mask, normalize, normalize_into
+from .augment import crop_indices, cutout_mask, gather_crop, normalize, normalize_into
 from .cifar10 import MEAN, STD
 from .spec import LoaderSpec, epoch_seed, loader_spec, mean_std  # noqa: F401 (re-exported: callers import them from here)
 
@@ -44,15 +44,13 @@ class DeviceLoader:
         """uint8 (B, 3, 32, 32) -> augmented and normalised, written into `out` (B, 3, 32, 32: the training dtype
         and layout). Crop and flip are one gather from the padded image's flattened planes."""
         s = self.spec
-        n, c, h, w = batch.shape
+        n, _, h, w = batch.shape
         if s.crop_padding:
             p = s.crop_padding
             padded = torch.nn.functional.pad(batch, (p, p, p, p))  # zero fill, uint8
             dy = torch.randint(0, 2 * p + 1, (n,), device=self.device, generator=gen)
             dx = torch.randint(0, 2 * p + 1, (n,), device=self.device, generator=gen)
-            rows, cols = crop_indices(dy, h), crop_indices(dx, w, flip)  # (n, h), (n, w): flip in the columns
-            flat = (rows[:, :, None] * (w + 2 * p) + cols[:, None, :]).view(n, 1, h * w)
-            batch = padded.view(n, c, -1).gather(2, flat.expand(n, c, h * w)).view(n, c, h, w)
+            batch = gather_crop(padded, crop_indices(dy, h), crop_indices(dx, w, flip))  # flip in the columns
         elif flip is not None:
             batch = torch.where(flip[:, None, None, None], batch.flip(3), batch)
         mask = (cutout_mask(n, h, w, s.cutout_size, batch, gen, s.cutout_prob, s.cutout_clip)
