@@ -365,6 +365,11 @@ RECIPE_KEYS = ("model.norm", "model.dropout", "model.logit_scale", "train.epochs
 NOT_RECIPE = ("optim.lr_source",)  # a note on where lr_max came from
 
 
+def is_recipe_key(key: str) -> bool:
+    """Whether a dotted key (`optim.lr_max`) belongs to the recipe: changing it makes another recipe."""
+    return (key.split(".", 1)[0] in RECIPE_SECTIONS or key in RECIPE_KEYS) and key not in NOT_RECIPE
+
+
 def recipe_changes(before: RunConfig, after: RunConfig) -> list[str]:
     """`key=value` for each recipe key whose value differs (bare leaf names where unambiguous), in key order.
 
@@ -373,7 +378,7 @@ def recipe_changes(before: RunConfig, after: RunConfig) -> list[str]:
     out = []
     for key in leaf_keys():
         section, name = key.split(".", 1) if "." in key else ("", key)
-        if not (section in RECIPE_SECTIONS or key in RECIPE_KEYS) or key in NOT_RECIPE:
+        if not is_recipe_key(key):
             continue
         old, new = getattr(getattr(before, section), name), getattr(getattr(after, section), name)
         if old != new:

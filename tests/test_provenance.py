@@ -52,15 +52,14 @@ def test_each_recipe_name_still_trains_what_its_rows_trained():
     """A recipe kept "reproducible by name" (fast5, fast8, seed) must still be the recipe of the full-data rows
     recorded under that name: every recipe key a row's config_json holds equals today's preset's value. (Keys added
     after a row was written are not in it: their default then need not be what the code did before.)"""
-    from bench.config import NOT_RECIPE, RECIPE_KEYS, RECIPE_SECTIONS, RECIPES
+    from bench.config import RECIPES, is_recipe_key
     with open(Path(__file__).parent.parent / "results" / "runs.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["preset"] in RECIPES and r["profile"] == "full"]  # smoke: 2 epochs
     assert {"seed", "fast5", "fast8"} <= {r["preset"] for r in rows}
     for r in rows:
         stored, today = json.loads(r["config_json"]), RECIPES[r["preset"]]().to_dict()
-        compared = [f"{section}.{key}" for section, values in stored.items() if isinstance(values, dict)
-                    for key in values if section in RECIPE_SECTIONS or f"{section}.{key}" in RECIPE_KEYS]
-        assert "train.epochs" in compared and "optim.lr_max" in compared
-        differ = [k for k in compared if k not in NOT_RECIPE
-                  and stored[k.split(".")[0]][k.split(".")[1]] != today[k.split(".")[0]][k.split(".")[1]]]
-        assert differ == [], (r["run_id"], r["preset"])
+        compared = [(section, key) for section, values in stored.items() if isinstance(values, dict)
+                    for key in values if is_recipe_key(f"{section}.{key}")]
+        assert ("train", "epochs") in compared and ("optim", "lr_max") in compared
+        differ = [f"{section}.{key}" for section, key in compared if stored[section][key] != today[section][key]]
+        assert differ == [], (r["run_id"], r["preset"], differ)
