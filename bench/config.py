@@ -103,6 +103,9 @@ class OptimConfig:
     ema_every: int = 5  # the average is updated every k steps with decay**k (Page, hlb-CIFAR10, airbench)
     norm_scale_frozen: bool = False  # norm layers' scales fixed at 1 and not trained (Page's ResNet-9, airbench)
     norm_bias_lr_scale: float = 1.0  # norm layers' biases: LR x this, weight decay / this (Page, airbench: 64)
+    muon_lr: float = 0.0  # >0: conv filters trained by Muon (bench/muon.py), peak LR this, one-cycle shape (0: off)
+    muon_momentum: float = 0.6  # Muon's Nesterov momentum (airbench: 0.6)
+    muon_ns_steps: int = 3  # Newton-Schulz iterations per Muon update (airbench: 3; torch's default: 5)
 
     def __post_init__(self):
         _one_of("optim.optimizer", self.optimizer, ("adam", "sgd"))
@@ -117,6 +120,9 @@ class OptimConfig:
         _check(0 <= self.ema_decay < 1, f"optim.ema_decay={self.ema_decay} must be in [0, 1)")
         _check(self.ema_every >= 1, f"optim.ema_every={self.ema_every} must be >= 1")
         _check(self.norm_bias_lr_scale > 0, f"optim.norm_bias_lr_scale={self.norm_bias_lr_scale} must be > 0")
+        _check(self.muon_lr >= 0, f"optim.muon_lr={self.muon_lr} must be >= 0 (0: no Muon)")
+        _check(0 <= self.muon_momentum < 1, f"optim.muon_momentum={self.muon_momentum} must be in [0, 1)")
+        _check(1 <= self.muon_ns_steps < 100, f"optim.muon_ns_steps={self.muon_ns_steps} must be in [1, 100)")
 
 
 TTA_MODES = ("none", "flip", "flip_translate")  # test-time augmentation, cheapest first; each adds views

@@ -23,6 +23,7 @@ from model.transforms import autocast
 
 from .config import RunConfig
 from .ema import WeightEMA
+from .muon import FilterMuon
 
 
 def trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -36,17 +37,34 @@ def norm_biases(model: torch.nn.Module) -> list[torch.nn.Parameter]:
             if isinstance(m, NORM_LAYERS) and m.bias is not None and m.bias.requires_grad]
 
 
+def muon_filters(model: torch.nn.Module, cfg: RunConfig) -> list[torch.nn.Parameter]:
+    """The trainable conv filters (4-D) when `optim.muon_lr` > 0: Muon's, not the main optimiser's."""
+    return [p for p in trainable(model) if p.ndim == 4] if cfg.optim.muon_lr else []
+
+
 def param_groups(model: torch.nn.Module, cfg: RunConfig) -> list[dict]:
-    """The optimiser's groups: the trainable parameters, with the norm biases in a group of their own when
-    `optim.norm_bias_lr_scale` != 1 (LR x scale, weight decay / scale: Page's ResNet-9, airbench use 64).
-    Each group's `lr_scale` multiplies the schedule's LR."""
+    """The main optimiser's groups: the trainable parameters less Muon's filters, with the norm biases in a group
+    of their own when `optim.norm_bias_lr_scale` != 1 (LR x scale, weight decay / scale: Page's ResNet-9, airbench
+    use 64). Each group's `lr_scale` multiplies the schedule's LR."""
     scale = cfg.optim.norm_bias_lr_scale
     biases = {id(p) for p in norm_biases(model)} if scale != 1 else set()
-    groups = [{"params": [p for p in trainable(model) if id(p) not in biases], "lr_scale": 1.0}]
+    filters = {id(p) for p in muon_filters(model, cfg)}
+    rest = [p for p in trainable(model) if id(p) not in filters]
+    groups = [{"params": [p for p in rest if id(p) not in biases], "lr_scale": 1.0}]
     if biases:
-        groups.append({"params": [p for p in trainable(model) if id(p) in biases], "lr_scale": scale,
+        groups.append({"params": [p for p in rest if id(p) in biases], "lr_scale": scale,
                        "weight_decay": cfg.optim.weight_decay / scale})
     return groups
+
+
+def make_muon(model: torch.nn.Module, cfg: RunConfig, lr: float | torch.Tensor) -> FilterMuon | None:
+    """Muon over the conv filters (`optim.muon_lr` > 0; its group's `lr_scale` = muon_lr / lr_max), else None."""
+    filters, o = muon_filters(model, cfg), cfg.optim
+    if not filters:
+        return None
+    muon = FilterMuon(filters, lr, o.muon_momentum, o.muon_ns_steps)
+    muon.param_groups[0]["lr_scale"] = o.muon_lr / o.lr_max
+    return muon
 
 
 def one_cycle(opt: torch.optim.Optimizer, cfg: RunConfig, total_steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
@@ -136,14 +154,14 @@ class StepGraph:
 
 
 def init_state_(opt: torch.optim.Optimizer) -> None:
-    """The state SGD (momentum buffer) or Adam (step, moments) creates at its first step, created now, as zeros:
-    a compiled update then sees one state structure from its first call (no recompile at step 2). Zeros update
-    exactly as torch's first step: momentum x 0 + grad is the clone of grad SGD would make."""
+    """The state SGD or Muon (momentum buffer) or Adam (step, moments) creates at its first step, created now, as
+    zeros: a compiled update then sees one state structure from its first call (no recompile at step 2). Zeros
+    update exactly as torch's first step: momentum x 0 + grad is the clone of grad SGD would make."""
     for group in opt.param_groups:
         for p in group["params"]:
             state = opt.state[p]
-            if isinstance(opt, torch.optim.SGD):
-                if group["momentum"]:
+            if isinstance(opt, (torch.optim.SGD, FilterMuon)):
+                if group["momentum"] or isinstance(opt, FilterMuon):  # Muon keeps a buffer even at momentum 0
                     state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 continue
             scalar = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32  # torch's rule
@@ -183,9 +201,12 @@ class TrainStep:
         mode = cfg.train.compile
         compiled = mode != "off"
         self.opt = make_optimizer(param_groups(model, cfg), cfg, self.lr, fused=not compiled, foreach=compiled or None)
-        for group in self.opt.param_groups:  # the optimizer holds these very tensors: the base LR or a scaled copy
+        self.muon = make_muon(model, cfg, self.lr)  # None unless optim.muon_lr > 0
+        self.opts = [self.opt] + ([self.muon] if self.muon else [])
+        groups = [g for opt in self.opts for g in opt.param_groups]
+        for group in groups:  # the optimizers hold these very tensors: the base LR or a scaled copy
             group["lr"] = self.lr if group["lr_scale"] == 1 else self.lr * group["lr_scale"]
-        self.scaled = [(g["lr"], g["lr_scale"]) for g in self.opt.param_groups if g["lr_scale"] != 1]
+        self.scaled = [(g["lr"], g["lr_scale"]) for g in groups if g["lr_scale"] != 1]
         self.fp16 = cfg.train.precision == "fp16"  # a plain bool: Dynamo does not trace GradScaler's methods
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.fp16)  # fp16 only: syncs
         self.i = torch.zeros((), dtype=torch.long, device=device)  # global step
@@ -193,15 +214,16 @@ class TrainStep:
         self.losses = torch.zeros(steps_per_epoch, device=device, dtype=dtype)  # (steps_per_epoch,)
         self.correct = torch.zeros((), dtype=torch.long, device=device)
         self.steps = 0  # host counter of steps taken (drives the EMA; never read from the device)
-        self.params = [p for g in self.opt.param_groups for p in g["params"]]
-        # The optimizer's own step body: its public step() wraps it in a profiler hook and a grad-mode guard whose
+        self.params = [p for g in groups for p in g["params"]]
+        # The optimizers' own step bodies: a public step() wraps it in a profiler hook and a grad-mode guard whose
         # explicit torch._dynamo.graph_break() calls would split the compiled update (no_grad above does its work)
-        self._opt_step = inspect.unwrap(type(self.opt).step).__get__(self.opt)
+        self._opt_steps = [inspect.unwrap(type(opt).step).__get__(opt) for opt in self.opts]
         self._forward, self._update = self._forward_loss, self._update_step
         if compiled:  # the step mutates its state in place: fixed addresses let CUDA graphs keep it
             for t in (self.lrs, self.lr, *(lr for lr, _ in self.scaled), self.i, self.j, self.losses, self.correct):
                 torch._dynamo.mark_static_address(t)
-            init_state_(self.opt)
+            for opt in self.opts:
+                init_state_(opt)
             kw = {"mode": None if mode in ("default", "graph") else mode, "dynamic": False}
             self._forward = torch.compile(self._forward_loss, **kw)
             if not self.fp16:
@@ -217,11 +239,13 @@ class TrainStep:
         for lr, scale in self.scaled:
             torch.mul(self.lr, scale, out=lr)
         if self.fp16:  # unscale, skip the step on inf, adjust the scale (eager: the inf check reads the host)
-            self.scaler.step(self.opt)
+            for opt in self.opts:
+                self.scaler.step(opt)
             self.scaler.update()
         else:
             with torch.no_grad():
-                self._opt_step()
+                for opt_step in self._opt_steps:
+                    opt_step()
         self.losses.index_copy_(0, self.j.view(1), loss.detach().view(1))
         self.correct += hits
         self.i += 1
@@ -249,7 +273,7 @@ class TrainStep:
     def reset(self) -> None:
         """Back to step 0 in place (after a warm-up): optimizer state zeroed where it lives, so compiled graphs
         keep their buffers; a zero momentum (or Adam moment and step) updates exactly as a fresh optimizer."""
-        for state in self.opt.state.values():
+        for state in (s for opt in self.opts for s in opt.state.values()):
             for value in state.values():
                 if torch.is_tensor(value):
                     value.zero_()
@@ -267,7 +291,9 @@ class PlainStep:
         o = cfg.optim
         self.model, self.cfg, self.device = model, cfg, device
         self.opt = make_optimizer(param_groups(model, cfg), cfg, o.lr_max / o.lr_div)
-        self.sched = one_cycle(self.opt, cfg, total_steps)
+        self.muon = make_muon(model, cfg, o.lr_max / o.lr_div)
+        self.opts = [self.opt] + ([self.muon] if self.muon else [])
+        self.scheds = [one_cycle(opt, cfg, total_steps) for opt in self.opts]
         self.ema = None
         if o.ema_decay:
             self.ema = torch.optim.swa_utils.AveragedModel(
@@ -277,10 +303,12 @@ class PlainStep:
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loss, hits = loss_and_hits(self.model, x, y, self.cfg, self.device)
-        self.opt.zero_grad(set_to_none=True)
+        for opt in self.opts:
+            opt.zero_grad(set_to_none=True)
         loss.backward()
-        self.opt.step()
-        self.sched.step()
+        for opt, sched in zip(self.opts, self.scheds):
+            opt.step()
+            sched.step()
         self.steps += 1
         if self.ema is not None and self.steps % self.cfg.optim.ema_every == 0:
             self.ema.update_parameters(self.model)
