@@ -14,7 +14,11 @@ No weight decay on the filters (it would only shrink a norm that is reset anyway
 from __future__ import annotations
 
 import torch
-from torch.optim._muon import DEFAULT_A, DEFAULT_B, DEFAULT_C, EPS, _zeropower_via_newtonschulz
+
+try:
+    from torch.optim import _muon as torch_muon
+except ImportError:  # torch before 2.9 has no Muon: preflight refuses optim.muon_lr > 0 there
+    torch_muon = None
 
 
 class FilterMuon(torch.optim.Optimizer):
@@ -40,8 +44,9 @@ class FilterMuon(torch.optim.Optimizer):
                 buf = state["momentum_buffer"]
                 buf.lerp_(p.grad, 1 - momentum)
                 update = p.grad.lerp(buf, momentum)  # Nesterov
-                ortho = _zeropower_via_newtonschulz(update.reshape(len(p), -1), (DEFAULT_A, DEFAULT_B, DEFAULT_C),
-                                                    group["ns_steps"], EPS)  # (out, in*kh*kw), bf16
+                ortho = torch_muon._zeropower_via_newtonschulz(  # (out, in*kh*kw), bf16
+                    update.reshape(len(p), -1), (torch_muon.DEFAULT_A, torch_muon.DEFAULT_B, torch_muon.DEFAULT_C),
+                    group["ns_steps"], torch_muon.EPS)
                 p.mul_(len(p) ** 0.5 / p.norm())  # Frobenius norm sqrt(out): a scale the next norm layer removes
                 p.sub_(ortho.reshape(p.shape).to(p.dtype) * lr)
         return None

@@ -59,7 +59,11 @@ def check_batch(cfg: RunConfig, world: int) -> None:
 
 
 def check_packages(cfg: RunConfig, device_type: str) -> None:
-    """DALI and Triton when the config asks for them; chooses Triton's interpreter for a CPU run."""
+    """DALI, Triton and torch's Muon when the config asks for them; chooses Triton's interpreter for a CPU run."""
+    from . import muon
+    if cfg.optim.muon_lr and muon.torch_muon is None:
+        raise MissingPackage(f"optim.muon_lr={cfg.optim.muon_lr} needs torch >= 2.9 (its Muon's Newton-Schulz "
+                             f"iteration), this is torch {torch.__version__}: upgrade torch, or use --muon_lr=0")
     if cfg.data.pipeline == "dali":
         from pipeline.dali import dali_available
         ok, why = dali_available()
