@@ -22,7 +22,9 @@ except ImportError:  # torch before 2.9 has no Muon: preflight refuses optim.muo
 
 
 class FilterMuon(torch.optim.Optimizer):
-    """Muon over 4-D conv filters; `lr` may be a 0-dim device tensor (read on the device only)."""
+    """Muon over 4-D conv filters; `lr` may be a 0-dim device tensor (read on the device only). The momentum buffers
+    exist from construction, as zeros (what a first step would start from): a compiled update sees one state
+    structure from its first call."""
 
     def __init__(self, params, lr: float | torch.Tensor, momentum: float, ns_steps: int):
         super().__init__(params, dict(lr=lr, momentum=momentum, ns_steps=ns_steps))
@@ -30,6 +32,7 @@ class FilterMuon(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.ndim != 4:
                     raise ValueError(f"FilterMuon takes conv filters (4-D), got a parameter of shape {tuple(p.shape)}")
+                self.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -38,10 +41,7 @@ class FilterMuon(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                buf = state["momentum_buffer"]
+                buf = self.state[p]["momentum_buffer"]
                 buf.lerp_(p.grad, 1 - momentum)
                 update = p.grad.lerp(buf, momentum)  # Nesterov
                 ortho = torch_muon._zeropower_via_newtonschulz(  # (out, in*kh*kw), bf16

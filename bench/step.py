@@ -154,14 +154,15 @@ class StepGraph:
 
 
 def init_state_(opt: torch.optim.Optimizer) -> None:
-    """The state SGD or Muon (momentum buffer) or Adam (step, moments) creates at its first step, created now, as
-    zeros: a compiled update then sees one state structure from its first call (no recompile at step 2). Zeros
-    update exactly as torch's first step: momentum x 0 + grad is the clone of grad SGD would make."""
+    """The state SGD (momentum buffer) or Adam (step, moments) creates at its first step, created now, as zeros:
+    a compiled update then sees one state structure from its first call (no recompile at step 2). Zeros update
+    exactly as torch's first step: momentum x 0 + grad is the clone of grad SGD would make. (FilterMuon makes its
+    own at construction.)"""
     for group in opt.param_groups:
         for p in group["params"]:
             state = opt.state[p]
-            if isinstance(opt, (torch.optim.SGD, FilterMuon)):
-                if group["momentum"] or isinstance(opt, FilterMuon):  # Muon keeps a buffer even at momentum 0
+            if isinstance(opt, torch.optim.SGD):
+                if group["momentum"]:
                     state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 continue
             scalar = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32  # torch's rule
@@ -222,8 +223,7 @@ class TrainStep:
         if compiled:  # the step mutates its state in place: fixed addresses let CUDA graphs keep it
             for t in (self.lrs, self.lr, *(lr for lr, _ in self.scaled), self.i, self.j, self.losses, self.correct):
                 torch._dynamo.mark_static_address(t)
-            for opt in self.opts:
-                init_state_(opt)
+            init_state_(self.opt)
             kw = {"mode": None if mode in ("default", "graph") else mode, "dynamic": False}
             self._forward = torch.compile(self._forward_loss, **kw)
             if not self.fp16:
