@@ -14,7 +14,6 @@ import torch
 
 from pipeline.cifar10 import resolve_data_dir, verify_md5
 
-from . import muon
 from .config import ConfigError, RunConfig
 from .distributed import env_world_size
 from .results import RUN_COLUMNS, check_csv, check_results_dir
@@ -60,10 +59,7 @@ def check_batch(cfg: RunConfig, world: int) -> None:
 
 
 def check_packages(cfg: RunConfig, device_type: str) -> None:
-    """DALI, Triton and torch's Muon when the config asks for them; chooses Triton's interpreter for a CPU run."""
-    if cfg.optim.muon_lr and muon.torch_muon is None:
-        raise MissingPackage(f"optim.muon_lr={cfg.optim.muon_lr} needs torch >= 2.9 (its Muon's Newton-Schulz "
-                             f"iteration), this is torch {torch.__version__}: upgrade torch, or use --muon_lr=0")
+    """DALI and Triton when the config asks for them; chooses Triton's interpreter for a CPU run."""
     if cfg.data.pipeline == "dali":
         from pipeline.dali import dali_available
         ok, why = dali_available()

@@ -58,11 +58,13 @@ def param_groups(model: torch.nn.Module, cfg: RunConfig) -> list[dict]:
 
 
 def make_muon(model: torch.nn.Module, cfg: RunConfig, lr: float | torch.Tensor) -> FilterMuon | None:
-    """Muon over the conv filters (`optim.muon_lr` > 0; its group's `lr_scale` = muon_lr / lr_max), else None."""
+    """Muon over the conv filters (`optim.muon_lr` > 0; its group's `lr_scale` = muon_lr / lr_max), else None. Its
+    Newton-Schulz runs in bf16 when the step does (bf16, fp16), else in the filters' dtype (bench/muon.py: why)."""
     filters, o = muon_filters(model, cfg), cfg.optim
     if not filters:
         return None
-    muon = FilterMuon(filters, lr, o.muon_momentum, o.muon_ns_steps)
+    ns_dtype = None if cfg.train.precision == "fp32" else torch.bfloat16
+    muon = FilterMuon(filters, lr, o.muon_momentum, o.muon_ns_steps, ns_dtype)
     muon.param_groups[0]["lr_scale"] = o.muon_lr / o.lr_max
     return muon
 

@@ -119,13 +119,6 @@ def test_missing_dali_is_a_missing_package(capsys, trained, base, monkeypatch):
     assert err.startswith("missing package:")
 
 
-def test_muon_on_a_torch_without_muon_is_a_missing_package(capsys, trained, base, monkeypatch):
-    monkeypatch.setattr("bench.muon.torch_muon", None)  # torch before 2.9
-    err = refused(capsys, ["run", *base, "--muon_lr=0.1"], "needs torch >= 2.9", "--muon_lr=0", trained=trained)
-    assert err.startswith("missing package:")
-    assert main(["run", *base, "--dry-run"]) == 0  # Muon off: nothing to refuse
-
-
 def test_corrupt_pixels_are_refused(capsys, trained, base, tmp_path, cifar_dir):
     """Same size, valid labels, one pixel byte changed: only the MD5 tells."""
     bad = tmp_path / "data"

@@ -4,22 +4,24 @@ import pytest
 import torch
 
 from bench.config import build_config
-from bench.muon import FilterMuon
+from bench.muon import FilterMuon, newton_schulz
 from bench.step import TrainStep, trainable
 from bench.train import train
 from model.transforms import build_model
 
 
+@pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon, the reference, came in torch 2.9")
 @pytest.mark.parametrize("shape", [(8, 3, 3, 3), (16, 8, 3, 3), (5, 7, 1, 1)])
 def test_filter_muon_steps_as_torch_muon_on_the_filter_viewed_2d(shape):
     """torch's Muon on the (out, in*kh*kw) view, given the filter rescaled to norm sqrt(out) before each step (what
-    FilterMuon adds), lands where FilterMuon does, over 4 steps with momentum; FilterMuon's LR is a 0-dim tensor.
-    Shapes with out <= in*kh*kw, where torch's default LR adjustment is 1 (FilterMuon never adjusts)."""
+    FilterMuon adds), lands where FilterMuon does, over 4 steps with momentum; FilterMuon's LR is a 0-dim tensor and its
+    Newton-Schulz bf16, as torch's always is. Shapes with out <= in*kh*kw, where torch's default LR adjustment is 1
+    (FilterMuon never adjusts)."""
     lr, momentum, ns_steps = 0.05, 0.6, 3
     g = torch.Generator().manual_seed(0)
     w = torch.nn.Parameter(torch.randn(shape, generator=g))
     v = torch.nn.Parameter(w.detach().reshape(shape[0], -1).clone())
-    ours = FilterMuon([w], torch.tensor(lr), momentum, ns_steps)
+    ours = FilterMuon([w], torch.tensor(lr), momentum, ns_steps, torch.bfloat16)
     ref = torch.optim.Muon([v], lr=lr, weight_decay=0.0, momentum=momentum, nesterov=True, ns_steps=ns_steps)
     for _ in range(4):
         grad = torch.randn(shape, generator=g)
@@ -31,6 +33,22 @@ def test_filter_muon_steps_as_torch_muon_on_the_filter_viewed_2d(shape):
         ref.step()
         assert not torch.allclose(w, before)  # it moved
         torch.testing.assert_close(w.detach().reshape(shape[0], -1), v.detach())
+
+
+@pytest.mark.parametrize("shape", [(64, 288), (40, 24)])
+def test_newton_schulz_orthogonalises_in_the_dtype_it_is_given(shape):
+    """Five steps bring every singular value of a random matrix (wide, or tall: iterated on its transpose) into
+    Jordan's band around 1, and the fp32 iteration is the fp64 one to fp32 rounding; bf16 (torch's only choice) is
+    about 1e-2 off."""
+    g = torch.randn(shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    exact = newton_schulz(g, 5)
+    s = torch.linalg.svdvals(exact)
+    assert exact.dtype == torch.float64 and exact.shape == shape
+    assert s.min() > 0.6 and s.max() < 1.2 and s.max() - s.min() > 0.05  # near 1, not at it: the quintic's trade
+    fp32, bf16 = newton_schulz(g, 5, torch.float32), newton_schulz(g, 5, torch.bfloat16)
+    assert fp32.dtype == torch.float32 and bf16.dtype == torch.bfloat16
+    torch.testing.assert_close(fp32.double(), exact, rtol=0, atol=1e-5)
+    assert (bf16.double() - exact).abs().max() > 1e-3
 
 
 def test_filter_muon_refuses_what_is_not_a_filter():
@@ -55,6 +73,9 @@ def test_muon_takes_the_trainable_filters_and_sgd_the_rest():
     assert filters == want and len(want) == 7 and not filters & rest
     assert filters | rest == {id(p) for p in trainable(model)}
     assert step.muon.param_groups[0]["lr_scale"] == pytest.approx(0.1 / cfg.optim.lr_max)
+    assert step.muon.param_groups[0]["ns_dtype"] is None  # fp32 training: the filters' own dtype
+    bf16 = TrainStep(model, muon_cfg(**{"train.precision": "bf16"}), torch.device("cpu"), 1, 1).muon
+    assert bf16.param_groups[0]["ns_dtype"] == torch.bfloat16
     assert TrainStep(model, muon_cfg(**{"optim.muon_lr": "0"}), torch.device("cpu"), 1, 1).muon is None
 
 
