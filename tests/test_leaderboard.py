@@ -61,7 +61,8 @@ def test_ranks_per_device_with_speedup_and_refuses_contradictions(tmp_path):
     assert "epoch 2 reaches the target" in reasons["lie"]
 
     rank = leaderboard.ranking(ok).set_index(["device", "label"])
-    assert rank.loc[("GPU-A", "eager"), "runs"] == 2
+    assert rank.loc[("GPU-A", "eager"), ["runs", "tried"]].tolist() == [2, 2]
+    assert rank.loc[("GPU-A", "fast"), ["runs", "tried"]].tolist() == [1, 2]  # "miss" counts, refused rows do not
     assert rank.loc[("GPU-A", "eager"), "median_s"] == 27.0  # median of 30 and 24
     assert (rank.loc[("GPU-A", "eager"), "min_epochs"], rank.loc[("GPU-A", "eager"), "max_epochs"]) == (2, 3)
     assert rank.loc[("GPU-A", "fast"), "best_s"] == 4.0
@@ -74,6 +75,7 @@ def test_ranks_per_device_with_speedup_and_refuses_contradictions(tmp_path):
     assert "did not reach the target" in text and "| GPU-A | seed | full | fast | not_reached |" in text
     assert "bad-time" in text.split("Refused rows")[1]
     assert "| 27.0 | 2.5 (2-3) |" in text and "| 4.0 | 2 |" in text  # epochs to target: median (range)
+    assert "| eager | 2/2 |" in text and "| fast | 1/2 |" in text  # reached / runs
     pngs = list((tmp_path / "plots").glob("*.png"))
     assert len(pngs) == 2
     for png in pngs:
@@ -120,7 +122,7 @@ def test_groups_by_what_ran_and_labels_overridden_settings(tmp_path, monkeypatch
     leaderboard.plot(ok, tmp_path)
     assert sorted(map(sorted, legends)) == [["fast", "fast+triton", "target"], ["fast", "target"]]
     text = leaderboard.render(ok, refused)
-    assert "| 2 | fast+triton | 1 |" in text and "target 5%, 128 training" in text
+    assert "| 2 | fast+triton | 1/1 |" in text and "target 5%, 128 training" in text
 
 
 def test_a_changed_recipe_is_its_own_event_with_its_variant_named_plainly(tmp_path):
@@ -281,7 +283,7 @@ def test_ranking_uses_medians_of_odd_and_even_groups_with_outliers(tmp_path):
         4, 2.5, 1.0, 0.925, 250.0)
     assert f["speedup_vs_eager"] == 2.0 / 2.5 and (e["rank"], f["rank"]) == (1, 2)
     md = leaderboard.render(ok, refused)
-    assert "| 2 | fast | 4 | 1.0 | 2.5 | 1 (1-2) | 250 | 92.50 | 0.80x |" in md, md
+    assert "| 2 | fast | 4/4 | 1.0 | 2.5 | 1 (1-2) | 250 | 92.50 | 0.80x |" in md, md
 
 
 def test_race_table_uses_medians_of_odd_and_even_groups_with_outliers():
