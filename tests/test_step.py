@@ -156,12 +156,14 @@ def test_an_epoch_of_steps_reads_nothing_back(monkeypatch):
 
 
 @pytest.mark.parametrize("optimizer, more", [("sgd", {"optim.norm_bias_lr_scale": "64"}), ("adam", {}),
-                                             ("sgd", {"optim.muon_lr": "0.05"})])
+                                             ("sgd", {"optim.muon_lr": "0.05"}),
+                                             ("sgd", {"optim.muon_lr": "0.05", "train.precision": "bf16"})])
 def test_compiled_step_is_two_whole_graphs_and_matches_the_eager_step(optimizer, more):
     """`train.compile` other than off compiles the forward+loss and the update (LR, optimizer, bookkeeping) as
     one graph each, with no graph break inside either and nothing compiled again over the steps (CPU here; the
     same code is what CUDA runs): same losses and weights as eager. The SGD case has a second, scaled LR group;
-    the Muon case traces Muon's update (Newton-Schulz in fp32, as an fp32 run's) into the update graph beside SGD's."""
+    the Muon cases trace Muon's update into the update graph beside SGD's: Newton-Schulz in fp32, as an fp32 run's,
+    and in bf16 under a bf16 run (what a GPU run traces), whose compiled and eager roundings part (losses by 1e-2 after 4 steps)."""
     muon = "optim.muon_lr" in more
     from torch._dynamo.utils import counters
 
@@ -187,7 +189,7 @@ def test_compiled_step_is_two_whole_graphs_and_matches_the_eager_step(optimizer,
     (l0, w0, e0, i0), (l1, w1, e1, i1) = out["off"], out["default"]
     assert i0 == i1 == 4
     # fp32: the summation order of a single-threaded run (OMP_NUM_THREADS=1) moved a weight by 2e-6 after 4 steps
-    tol = {"rtol": 1e-5, "atol": 1e-5}
+    tol = {"rtol": 1e-5, "atol": 1e-5} if "train.precision" not in more else {"rtol": 1e-2, "atol": 1e-2}
     torch.testing.assert_close(l1, l0, **tol)
     for a, b in zip(w0 + e0, w1 + e1):
         torch.testing.assert_close(b, a, **tol)
