@@ -80,11 +80,14 @@ def test_muon_takes_the_trainable_filters_and_sgd_the_rest():
 
 
 def test_the_loop_trains_the_filters_by_muon_at_norm_sqrt_out(tmp_path, cifar):
-    """Through train(): every trainable filter ends at Frobenius norm sqrt(out) (rescaled before each Muon step; the
-    last steps are small), where torch's default init leaves about sqrt(out / 3); the whitened conv stays frozen."""
+    """Through train() with fast's own Muon (no override): every trainable filter ends at Frobenius norm sqrt(out)
+    (rescaled before each Muon step; the last steps are small), where torch's default init leaves about sqrt(out / 3);
+    the whitened conv stays frozen. `--muon_lr=0` is another recipe, named as such: the one fast was before Muon."""
     cfg = build_config("fast", "fast", "full", {
         "train_subset": "512", "test_subset": "200", "batch_size": "128", "epochs": "1", "results_dir": str(tmp_path),
-        "muon_lr": "0.05", "tta": "none"}, "cpu")
+        "tta": "none"}, "cpu")
+    assert "muon_lr" not in cfg.preset and cfg.optim.muon_lr > 0
+    assert build_config("fast", None, "full", {"muon_lr": "0"}).preset == "fast(muon_lr=0)"
     r = train(cfg, cifar, quiet=True, write=False)
     convs = [m for m in r.model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 8 and not convs[0].weight.requires_grad  # fast whitens and freezes the first

@@ -15,7 +15,8 @@ STEPS = 4
 def small_cfg(optimizer: str, ema: bool, **more):
     over = {"optim.optimizer": optimizer, "optim.ema_decay": "0.9" if ema else "0", "optim.ema_every": "2",
             "train.precision": "fp32", "train.channels_last": "false", "train.epochs": "2",
-            "optim.norm_bias_lr_scale": "1", "optim.norm_scale_frozen": "false"}  # tests set these where they test them
+            "optim.norm_bias_lr_scale": "1", "optim.norm_scale_frozen": "false",
+            "optim.muon_lr": "0"}  # fast's own values (64, true, 0.12): tests set these where they test them
     over.update({"optim.lr_max": "0.2", "optim.weight_decay": "5e-4"} if optimizer == "sgd" else
                 {"optim.lr_max": "2e-3", "optim.weight_decay": "1e-4"})
     over.update(more)
