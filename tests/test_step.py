@@ -235,10 +235,12 @@ def test_a_cuda_epoch_never_synchronises(mode):
         torch.cuda.set_sync_debug_mode(0)
 
 
-def test_a_captured_whole_step_replays_like_the_plain_step():
+@pytest.mark.parametrize("more", [{}, {"optim.muon_lr": "0.05"}])
+def test_a_captured_whole_step_replays_like_the_plain_step(more):
     """compile=graph's capture logic on the CPU: StepGraph with the stand-in capture (the warm-up calls, then the
     function itself as the replay) gives the plain compiled step's losses and weights, batch by batch, once the
-    warm-up is undone as the harness undoes it. On CUDA the same object replays a torch.cuda.graph."""
+    warm-up is undone as the harness undoes it (Muon's momentum too: fast's filters are Muon's). On CUDA the same
+    object replays a torch.cuda.graph."""
     from bench.step import StepGraph, run_directly
 
     def tiny_net():
@@ -250,10 +252,10 @@ def test_a_captured_whole_step_replays_like_the_plain_step():
     out = {}
     for mode in ("default", "graph"):
         torch._dynamo.reset()
-        cfg = small_cfg("sgd", False, **{"train.compile": mode, "train.warmup_steps": "1"})
+        cfg = small_cfg("sgd", False, **{"train.compile": mode, "train.warmup_steps": "1"}, **more)
         model = tiny_net()
         step = TrainStep(model, cfg, torch.device("cpu"), 4, 8, capture=run_directly)
-        assert isinstance(step._run, StepGraph) == (mode == "graph")
+        assert isinstance(step._run, StepGraph) == (mode == "graph") and (step.muon is None) == (not more)
         state = {k: v.clone() for k, v in model.state_dict().items()}
         step.step(*data[0])  # the harness's warm-up: capture (4 steps here), then everything restored
         model.load_state_dict(state)
