@@ -164,7 +164,8 @@ def test_compiled_step_is_two_whole_graphs_and_matches_the_eager_step(optimizer,
     one graph each, with no graph break inside either and nothing compiled again over the steps (CPU here; the
     same code is what CUDA runs): same losses and weights as eager. The SGD case has a second, scaled LR group;
     the Muon cases trace Muon's update into the update graph beside SGD's: Newton-Schulz in fp32, as an fp32 run's,
-    and in bf16 under a bf16 run (what a GPU run traces), whose compiled and eager roundings part (losses by 1e-2 after 4 steps)."""
+    and in bf16 under a bf16 run (what a GPU run traces), whose compiled and eager roundings part (the losses by
+    1e-2 after 4 steps)."""
     muon = "optim.muon_lr" in more
     from torch._dynamo.utils import counters
 
