@@ -14,7 +14,8 @@ from bench.train import train
 
 
 def tiny(tmp_path, **over):
-    base = {"train_subset": "512", "test_subset": "256", "batch_size": "128", "epochs": "2",
+    """4 steps per epoch, each of 64 images (the network's cost on the CPU is per image)."""
+    base = {"train_subset": "256", "test_subset": "256", "batch_size": "64", "epochs": "2",
             "results_dir": str(tmp_path)}
     base.update({k: str(v) for k, v in over.items()})
     return build_config("seed", "fast", "full", base, "cpu")
@@ -32,7 +33,7 @@ def test_row_and_epoch_log_agree(tmp_path, cifar):
     assert len(rows) == 1 and list(rows[0]) == list(RUN_COLUMNS)
     row = rows[0]
     assert row["run_id"] == r.run_id and row["status"] in ("reached", "not_reached")
-    assert json.loads(row["config_json"])["train"]["batch_size"] == 128
+    assert json.loads(row["config_json"])["train"]["batch_size"] == 64
     assert row["torch_version"] == torch.__version__ and row["device_type"] == "cpu"
     epochs = read_csv(tmp_path / "runs" / r.run_id / "epochs.csv")
     assert [int(e["epoch"]) for e in epochs] == [1, 2] == [e["epoch"] for e in r.epochs]
@@ -40,7 +41,7 @@ def test_row_and_epoch_log_agree(tmp_path, cifar):
     assert float(row["train_time_s"]) == pytest.approx(sum(float(e["epoch_time_s"]) for e in epochs), rel=1e-4)
     assert float(row["eval_time_s"]) == pytest.approx(sum(float(e["eval_time_s"]) for e in epochs), rel=1e-4)
     assert float(row["best_test_acc"]) == pytest.approx(max(float(e["test_acc"]) for e in epochs), abs=1e-6)
-    assert float(row["images_per_s"]) == pytest.approx(2 * 512 / r.train_time_s, rel=1e-3)
+    assert float(row["images_per_s"]) == pytest.approx(2 * 256 / r.train_time_s, rel=1e-3)
     assert r.wall_time_s > r.train_time_s + r.eval_time_s
 
 
@@ -87,8 +88,8 @@ def test_timer_measures_the_clock_between_start_and_stop(monkeypatch):
 
 
 def test_cli_run_writes_where_it_says(tmp_path, cifar_dir, capsys):
-    rc = main(["run", "--variant=fast", "--profile=full", f"--data_dir={cifar_dir}", "--train_subset=512",
-               "--test_subset=256", "--batch_size=128", "--epochs=1", f"--results_dir={tmp_path}"])
+    rc = main(["run", "--variant=fast", "--profile=full", f"--data_dir={cifar_dir}", "--train_subset=256",
+               "--test_subset=256", "--batch_size=64", "--epochs=1", f"--results_dir={tmp_path}"])
     out = capsys.readouterr().out
     assert rc == 0 and f"row appended to {tmp_path}/runs.csv" in out
     assert "did not reach 90.0%" in out or "reached 90.0%" in out

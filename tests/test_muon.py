@@ -84,7 +84,7 @@ def test_the_loop_trains_the_filters_by_muon_at_norm_sqrt_out(tmp_path, cifar):
     (rescaled before each Muon step; the last steps are small), where torch's default init leaves about sqrt(out / 3);
     the whitened conv stays frozen. `--muon_lr=0` is another recipe, named as such: the one fast was before Muon."""
     cfg = build_config("fast", "fast", "full", {
-        "train_subset": "512", "test_subset": "200", "batch_size": "128", "epochs": "1", "results_dir": str(tmp_path),
+        "train_subset": "256", "test_subset": "200", "batch_size": "64", "epochs": "1", "results_dir": str(tmp_path),
         "tta": "none"}, "cpu")
     assert "muon_lr" not in cfg.preset and cfg.optim.muon_lr > 0
     assert build_config("fast", None, "full", {"muon_lr": "0"}).preset == "fast(muon_lr=0)"

@@ -56,7 +56,7 @@ def test_without_the_scale_there_is_one_group():
 def test_frozen_norm_scales_stay_at_one_through_training(tmp_path, cifar):
     """The loop's own path (init_model inside setup): scales set to 1, out of the optimiser, unchanged by steps."""
     cfg = build_config("fast", "fast", "full", {
-        "train_subset": "512", "test_subset": "200", "batch_size": "128", "epochs": "1", "results_dir": str(tmp_path),
+        "train_subset": "256", "test_subset": "200", "batch_size": "64", "epochs": "1", "results_dir": str(tmp_path),
         "norm_scale_frozen": "true", "norm_bias_lr_scale": str(SCALE), "tta": "none"}, "cpu")
     r = train(cfg, cifar, quiet=True, write=False)
     model = r.model

@@ -18,7 +18,7 @@ def png_size(path):
 
 
 def test_report_written_at_the_end_of_a_run_and_rebuilt_on_demand(tmp_path, cifar, cifar_dir, capsys):
-    cfg = build_config("seed", "fast", "full", {"train_subset": "512", "test_subset": "300", "batch_size": "128",
+    cfg = build_config("seed", "fast", "full", {"train_subset": "256", "test_subset": "300", "batch_size": "64",
                                                 "epochs": "1", "results_dir": str(tmp_path),
                                                 "data_dir": str(cifar_dir)}, "cpu")
     r = train(cfg, cifar, quiet=True)
