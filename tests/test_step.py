@@ -28,6 +28,14 @@ def batches(n=STEPS, bs=4, seed=1):
     return [(torch.randn(bs, 3, 32, 32, generator=g, dtype=torch.float64), torch.randint(0, 10, (bs,), generator=g)) for _ in range(n)]
 
 
+def tiny_net():
+    """One conv filter (Muon's), a BatchNorm, a linear layer: the parts of a step, compiled in seconds on a CPU."""
+    torch.manual_seed(3)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1, bias=False), torch.nn.BatchNorm2d(8),
+                               torch.nn.ReLU(), torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten(),
+                               torch.nn.Linear(8, 10))
+
+
 @pytest.mark.parametrize("optimizer, ema", [("adam", False), ("adam", True), ("sgd", False), ("sgd", True),
                                            ("sgd+muon", False)])  # the EMA reads weights, whoever updates them
 def test_new_step_matches_the_previous_one(optimizer, ema):
@@ -169,10 +177,6 @@ def test_compiled_step_is_two_whole_graphs_and_matches_the_eager_step(optimizer,
     muon = "optim.muon_lr" in more
     from torch._dynamo.utils import counters
 
-    def tiny_net():
-        torch.manual_seed(3)
-        return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1, bias=False), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
-                                   torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10))
     data = batches(4)
     out = {}
     for mode in ("off", "default"):
@@ -244,11 +248,6 @@ def test_a_captured_whole_step_replays_like_the_plain_step(more):
     object replays a torch.cuda.graph."""
     from bench.step import StepGraph, run_directly
 
-    def tiny_net():
-        torch.manual_seed(3)
-        return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1, bias=False), torch.nn.BatchNorm2d(8),
-                                   torch.nn.ReLU(), torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten(),
-                                   torch.nn.Linear(8, 10))
     data = [(x.float(), y) for x, y in batches(4)]
     out = {}
     for mode in ("default", "graph"):
