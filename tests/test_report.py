@@ -2,10 +2,11 @@
 import csv
 import struct
 
+import numpy as np
 import pytest
 
 from bench.config import build_config
-from bench.report import report_for_run
+from bench.report import mosaic, report_for_run
 from bench.train import train
 
 FILES = ["curves.png", "confusion.png", "misclassified.png", "samples.png"]
@@ -71,3 +72,13 @@ def test_curves_show_the_cheaper_tta_scores_when_logged(tmp_path, monkeypatch):
     plot_curves(epochs.drop(columns=["test_acc_tta_flip", "test_acc_tta_none"]), tmp_path / "b.png", "t")
     assert shown == [["train", "test", "test, TTA flip", "test, TTA none"], ["train", "test"]]
     assert png_size(tmp_path / "a.png")[0] >= 300
+
+
+def test_mosaic_puts_each_tile_in_its_cell_on_white():
+    """The samples and misclassified grids are one image: tile k at row k // cols, column k % cols, `gap` pixels
+    apart, `top` more above each row for captions; a None is a blank cell; values clipped to 0-255."""
+    dark, grey = np.zeros((3, 2, 2)), np.full((3, 2, 2), 100.0)
+    m = mosaic([dark, None, grey, np.full((3, 2, 2), 300.0)], cols=2, gap=1, top=1)
+    assert m.shape == (2 * (2 + 1 + 1) + 1, 2 * (2 + 1) + 1, 3) and m.dtype == np.uint8
+    assert (m[2:4, 1:3] == 0).all() and (m[6:8, 1:3] == 100).all() and (m[6:8, 4:6] == 255).all()
+    assert (m != 255).sum() == 2 * 2 * 3 * 2  # the dark and grey tiles only: blank, gaps and caption rows white
