@@ -82,17 +82,21 @@ def plot_confusion(cm: np.ndarray, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def tile_origin(k: int, cols: int, h: int = 32, w: int = 32, gap: int = 2, top: int = 0) -> tuple[int, int]:
+    """Pixel (row, column) of tile k's top-left corner in a mosaic: where captions and labels are placed too."""
+    return (k // cols) * (h + gap + top) + gap + top, (k % cols) * (w + gap) + gap
+
+
 def mosaic(tiles: list[np.ndarray | None], cols: int, gap: int = 2, top: int = 0) -> np.ndarray:
     """(3, h, w) images in 0-255 (None: a blank) laid out row by row, `cols` per row, on white, with `gap`
     pixels between tiles and `top` more above each row (room for captions): one (H, W, 3) uint8 image, so a grid
     is one imshow, not an axes per image (a figure of 80 axes took 4 s here)."""
     h, w = next(t for t in tiles if t is not None).shape[1:]
     rows = max(1, -(-len(tiles) // cols))
-    cell_h, cell_w = h + gap + top, w + gap
-    out = np.full((rows * cell_h + gap, cols * cell_w + gap, 3), 255, np.uint8)
+    out = np.full((rows * (h + gap + top) + gap, cols * (w + gap) + gap, 3), 255, np.uint8)
     for k, tile in enumerate(tiles):
         if tile is not None:
-            y, x = (k // cols) * cell_h + gap + top, (k % cols) * cell_w + gap
+            y, x = tile_origin(k, cols, h, w, gap, top)
             out[y:y + h, x:x + w] = np.clip(tile.transpose(1, 2, 0), 0, 255).astype(np.uint8)
     return out
 
@@ -106,9 +110,10 @@ def plot_misclassified(images: torch.Tensor, labels: np.ndarray, preds: np.ndarr
     fig, ax = plt.subplots(figsize=(cols * 1.9, rows * 2.1))
     tiles = [images[i].numpy() for i in wrong[:n]] or [np.full((3, 32, 32), 255)]  # none wrong: one blank
     ax.imshow(mosaic(tiles, cols, top=top))
-    for k, i in enumerate(wrong[:n]):  # each caption just above its image: tile k's cell is 34 wide, 34 + top high
-        ax.text((k % cols) * 34 + 18, (k // cols) * (34 + top) + top + 1,
-                f"true {CLASSES[labels[i]]}\npred {CLASSES[preds[i]]}", ha="center", va="bottom", fontsize=7)
+    for k, i in enumerate(wrong[:n]):  # each caption just above its image, in the row's `top` pixels
+        y, x = tile_origin(k, cols, top=top)
+        ax.text(x + 16, y - 1, f"true {CLASSES[labels[i]]}\npred {CLASSES[preds[i]]}", ha="center", va="bottom",
+                fontsize=7)
     ax.axis("off")
     fig.suptitle(f"misclassified test images: {len(wrong)} of {len(labels)} wrong (first {min(n, len(wrong))} shown)")
     fig.tight_layout()
@@ -132,7 +137,7 @@ def plot_samples(cfg: RunConfig, data: CIFAR10, path: Path, per_class: int = 8) 
     fig, ax = plt.subplots(figsize=(per_class * 1.1, 10 * 1.2))
     ax.imshow(mosaic(tiles, per_class))
     ax.set_xticks([])
-    ax.set_yticks([2 + 34 * c + 16 for c in range(10)], CLASSES)
+    ax.set_yticks([tile_origin(c * per_class, per_class)[0] + 16 for c in range(10)], CLASSES)  # row middles
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)
