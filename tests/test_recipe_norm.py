@@ -17,7 +17,7 @@ def sgd_cfg(**more):
             "optim.weight_decay": str(WD), "optim.momentum": str(MOMENTUM), "optim.ema_decay": "0",
             "optim.label_smoothing": "0", "train.precision": "fp32", "train.channels_last": "false",
             "init.whiten": "false", "train.epochs": "1", "optim.norm_bias_lr_scale": "1",
-            "optim.norm_scale_frozen": "false", "optim.muon_lr": "0"}  # fast's: 64, true, 0.12; each test sets its own
+            "optim.norm_scale_frozen": "false", "optim.muon_lr": "0"}  # fast's: 64, false, 0.12; each test sets its own
     over.update(more)
     return build_config("fast", None, "full", over)
 
