@@ -52,8 +52,8 @@ def test_fast_recipe_freezes_the_whitened_conv_and_the_optimiser_skips_it():
     init_model(model, cfg)
     assert not model.prep[0].weight.requires_grad and model.prep[0].bias.requires_grad
     ids = {id(p) for p in trainable(model)}
-    frozen_scales = 8 if cfg.optim.norm_scale_frozen else 0  # fast also freezes the 8 BatchNorm scales
-    assert id(model.prep[0].weight) not in ids and len(ids) == sum(1 for _ in model.parameters()) - 1 - frozen_scales
+    # everything else trains, the BatchNorm scales included (fast froze them until 2026-12-02)
+    assert id(model.prep[0].weight) not in ids and len(ids) == sum(1 for _ in model.parameters()) - 1
     x = torch.randn(2, 128, 6, 6)
     torch.testing.assert_close(model.layer1[1].body[0][0].weight.new_tensor(0) + F.conv2d(
         x, model.layer1[1].body[0][0].weight, padding=1), x)  # dirac applied beyond the prep conv
