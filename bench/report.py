@@ -6,8 +6,9 @@ the end of every recorded run.
 """
 from __future__ import annotations
 
+import csv
 import json
-from dataclasses import replace
+from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,10 @@ import pandas as pd
 import torch
 
 from pipeline import CIFAR10, CLASSES, MEAN, STD, load_cifar10, loader_spec, make_loader
+from pipeline.cifar10 import RECORDS_PER_FILE, TEST_FILES
 
-from .config import RunConfig, from_dict
-from .results import write_csv
+from .config import ConfigError, RunConfig, from_dict
+from .results import ResultsError, write_csv
 
 
 def _plt():
@@ -167,20 +169,125 @@ def write_report(run_dir: Path, cfg: RunConfig, data: CIFAR10, preds: np.ndarray
     return {"accuracy": acc, "wrong": wrong, "total": int(cm.sum())}
 
 
-def report_for_run(run_id: str, results_dir: str = "results") -> dict:
-    """`make report RUN=<run_id>`: rebuild a recorded run's report from its evidence."""
-    root = Path(results_dir)
-    runs = pd.read_csv(root / "runs.csv", dtype={"run_id": str})
-    match = runs[runs["run_id"] == run_id]
-    if match.empty:
-        raise SystemExit(f"run {run_id!r} is not in {root / 'runs.csv'}; see its run_id column")
-    run_dir = root / "runs" / run_id
-    pred_file = run_dir / "test_predictions.npy"
+RUN_HINT = "`make report RUN=<run_id>` reads results/; pass --results-dir=<the folder holding runs.csv> for another"
+CURVE_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")  # what plot_curves draws
+
+
+def _run_row(root: Path, run_id: str) -> dict[str, str]:
+    """The runs.csv row of `run_id` (read as text: a malformed line elsewhere in the file does not matter here)."""
+    csv_path = root / "runs.csv"
+    if not root.is_dir():
+        raise ResultsError(f"results folder {root} {'is a file, not a folder' if root.exists() else 'does not exist'}:"
+                           f" {RUN_HINT}")
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("run_id") == run_id]
+    except FileNotFoundError:
+        raise ResultsError(f"{csv_path} does not exist, so no run is recorded there: {RUN_HINT}") from None
+    except IsADirectoryError:
+        raise ResultsError(f"{csv_path} is a folder where the runs CSV should be: move it away") from None
+    except OSError as e:
+        raise ResultsError(f"cannot read {csv_path} ({e.strerror or e}): fix its permissions") from None
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise ResultsError(f"{csv_path} is not readable CSV ({e}): fix or restore the file") from None
+    if not rows:
+        raise ResultsError(f"run {run_id!r} is not in {csv_path}: pass a run id from its run_id column")
+    return rows[-1]
+
+
+def _run_config(row: dict[str, str], where: str) -> RunConfig:
+    """The row's config_json as a RunConfig; any defect names the row and the fix."""
+    fix = "fix that cell, or rerun the run"
+    text = row.get("config_json") or ""
+    if not text.strip():
+        raise ResultsError(f"{where} has no config_json: the report needs the run's config; {fix}")
+    try:
+        d = json.loads(text)
+    except ValueError as e:
+        raise ResultsError(f"{where}: config_json is not JSON ({e}); {fix}") from None
+    if not isinstance(d, dict):
+        raise ResultsError(f"{where}: config_json is {type(d).__name__}, not a JSON object of config sections; {fix}")
+    known = RunConfig()
+    for key, value in d.items():  # from_dict would skip an unknown top-level key and fail on the others
+        if key not in {f.name for f in fields(known)}:
+            raise ResultsError(f"{where}: config_json has the unknown key {key!r}; {fix} (a row from another version "
+                               f"of the harness: build its report at the commit in its git_commit column)")
+        section = getattr(known, key)
+        if is_dataclass(section):
+            if not isinstance(value, dict):
+                raise ResultsError(f"{where}: config_json's {key} is {type(value).__name__}, not an object; {fix}")
+            unknown = [k for k in value if k not in {f.name for f in fields(section)}]
+            if unknown:
+                raise ResultsError(f"{where}: config_json has the unknown key {key}.{unknown[0]}; {fix} (a row from "
+                                   f"another version of the harness: build its report at the commit in its "
+                                   f"git_commit column)")
+    try:
+        return from_dict(d)
+    except ConfigError as e:
+        raise ResultsError(f"{where}: config_json holds an invalid value ({e}); {fix}") from None
+    except (TypeError, ValueError, AttributeError) as e:  # a value of the wrong type ("epochs": "four")
+        raise ResultsError(f"{where}: config_json holds a value of the wrong type ({e}); {fix}") from None
+
+
+def _predictions(pred_file: Path, expected: int) -> np.ndarray:
+    """The run's saved test predictions: `expected` class indices in 0-9, or a refusal naming the defect."""
+    rerun = "rerun the run (a run killed while saving leaves this file incomplete)"
     if not pred_file.is_file():
-        raise SystemExit(f"{pred_file} is missing: the run was recorded before reports existed, or did not finish")
-    cfg = from_dict(json.loads(match.iloc[0]["config_json"]))
+        what = "is a folder, not a file" if pred_file.is_dir() else "is missing"
+        raise ResultsError(f"{pred_file} {what}: the run was recorded before reports existed, did not finish, or "
+                           f"the file was moved; rerun the run")
+    try:
+        preds = np.load(pred_file, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise ResultsError(f"{pred_file} is not a readable .npy array ({str(e) or 'an empty file'}); {rerun}") from None
+    if not isinstance(preds, np.ndarray) or preds.ndim != 1 or preds.dtype.kind not in "iu":
+        shape = getattr(preds, "shape", "?")
+        raise ResultsError(f"{pred_file} holds a {getattr(preds, 'dtype', type(preds).__name__)} array of shape "
+                           f"{shape}, not one integer class per test image; {rerun}")
+    if len(preds) != expected:
+        raise ResultsError(f"{pred_file} has {len(preds):,} predictions, the run's config tests {expected:,} images: "
+                           f"it is another run's file or cut short; rerun the run")
+    if len(preds) and (preds.min() < 0 or preds.max() >= len(CLASSES)):
+        raise ResultsError(f"{pred_file} holds classes outside 0-{len(CLASSES) - 1}; {rerun}")
+    return preds.astype(np.int64)
+
+
+def _epochs(path: Path) -> pd.DataFrame:
+    """The run's epoch log with the columns the curves draw, numeric (a log of only a header is a diverged run)."""
+    rerun = "rerun the run, or restore the file"
+    if not path.is_file():
+        raise ResultsError(f"{path} {'is a folder, not a file' if path.is_dir() else 'is missing'}: the report "
+                           f"draws the run's curves from it; {rerun}")
+    try:
+        epochs = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ResultsError(f"{path} is empty (not even a header): {rerun}") from None
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{path} is not readable CSV ({e}); {rerun}") from None
+    missing = [c for c in CURVE_COLUMNS if c not in epochs.columns]
+    if missing:
+        raise ResultsError(f"{path} lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)}: {rerun}")
+    for c in CURVE_COLUMNS:  # a log of only a header has object columns and nothing to draw: not a defect
+        if len(epochs) and not pd.api.types.is_numeric_dtype(epochs[c]):
+            raise ResultsError(f"{path} column {c} holds a non-numeric cell: {rerun}")
+    return epochs
+
+
+def report_for_run(run_id: str, results_dir: str = "results") -> dict:
+    """`make report RUN=<run_id>`: rebuild a recorded run's report from its evidence. Every piece of evidence is
+    checked before the data set is loaded or a figure written, so a defect costs one line naming it."""
+    root = Path(results_dir)
+    row = _run_row(root, run_id)
+    cfg = _run_config(row, f"run {run_id} in {root / 'runs.csv'}")
+    run_dir = root / "runs" / run_id
+    if not run_dir.is_dir():
+        raise ResultsError(f"{run_dir} {'is a file, not a folder' if run_dir.exists() else 'does not exist'}: the "
+                           f"report is built from the run's epochs.csv and test_predictions.npy there; rerun the run")
+    test_images = RECORDS_PER_FILE * len(TEST_FILES)
+    preds = _predictions(run_dir / "test_predictions.npy", min(cfg.data.test_subset or test_images, test_images))
+    _epochs(run_dir / "epochs.csv")
     data = load_cifar10(cfg.data.data_dir or None, "cpu").subset(cfg.data.train_subset, cfg.data.test_subset)
-    summary = write_report(run_dir, cfg, data, np.load(pred_file).astype(np.int64))
+    summary = write_report(run_dir, cfg, data, preds)
     print(f"report for {run_id} in {run_dir}: test accuracy {100 * summary['accuracy']:.2f}%, "
           f"{summary['wrong']} of {summary['total']} test images wrong")
     return summary

@@ -5,6 +5,7 @@ import struct
 import numpy as np
 import pytest
 
+from bench.cli import main
 from bench.config import build_config
 from bench.report import mosaic, report_for_run
 from bench.train import train
@@ -44,10 +45,133 @@ def test_report_written_at_the_end_of_a_run_and_rebuilt_on_demand(tmp_path, cifa
     assert f"{summary['wrong']} of 300 test images wrong" in capsys.readouterr().out
 
 
-def test_unknown_run_is_a_clear_error(tmp_path):
-    (tmp_path / "runs.csv").write_text("run_id,config_json\n")
-    with pytest.raises(SystemExit, match="not in"):
-        report_for_run("nope", str(tmp_path))
+RUN_ID = "20260101-000000-abcdef"
+
+
+@pytest.fixture
+def evidence(tmp_path, monkeypatch):
+    """A recorded run's evidence as train() leaves it (runs.csv row, epochs.csv, 300 test predictions), written by
+    hand; loading the data set stands for the report's first real work and is refused, so a test sees how far the
+    checks let a command get without training or reading 180 MB."""
+    res = tmp_path / "res"
+    run_dir = res / "runs" / RUN_ID
+    run_dir.mkdir(parents=True)
+    cfg = build_config("seed", "fast", "full", {"test_subset": "300"}, "cpu")
+    rows = [{"run_id": "other", "config_json": "{}"}, {"run_id": RUN_ID, "config_json": cfg.to_json()}]
+    with open(res / "runs.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, ["run_id", "config_json"])
+        w.writeheader()
+        w.writerows(rows)
+    (run_dir / "epochs.csv").write_text("epoch,lr,train_loss,train_acc,test_loss,test_acc\n1,0.1,2.0,0.3,1.9,0.35\n")
+    np.save(run_dir / "test_predictions.npy", np.arange(300) % 10)
+
+    def no_data(*a, **k):
+        raise AssertionError("DATA LOADED")
+    monkeypatch.setattr("bench.report.load_cifar10", no_data)
+    return res
+
+
+def tree(root):
+    return {p: p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
+
+
+def refused_report(capsys, res, *needles, run_id=RUN_ID):
+    before = tree(res) if res.exists() else None
+    rc = main(["report", run_id, f"--results-dir={res}"])
+    out, err = capsys.readouterr()
+    assert rc == 2, (rc, out, err)
+    assert err.count("\n") == 1 and err.startswith("results error: ") and "Traceback" not in err, err
+    assert out == "", out
+    for needle in needles:
+        assert needle in err, err
+    assert (tree(res) if res.exists() else None) == before, "the refusal changed the results folder"
+    return err
+
+
+def test_the_forged_evidence_passes_every_check(evidence):
+    """The control for the refusals below: the same evidence gets as far as loading the data set."""
+    with pytest.raises(AssertionError, match="DATA LOADED"):
+        main(["report", RUN_ID, f"--results-dir={evidence}"])
+
+
+def test_unknown_run_is_one_line_exit_2(capsys, evidence):
+    refused_report(capsys, evidence, "run 'nope' is not in", "run_id column", run_id="nope")
+
+
+def test_missing_or_file_results_folder_is_one_line(capsys, evidence, tmp_path):
+    refused_report(capsys, tmp_path / "nowhere", "nowhere does not exist", "--results-dir=")
+    (tmp_path / "file").write_text("x")
+    refused_report(capsys, tmp_path / "file", "is a file, not a folder", "--results-dir=")
+    (tmp_path / "empty").mkdir()
+    refused_report(capsys, tmp_path / "empty", "runs.csv does not exist", "--results-dir=")
+
+
+def test_missing_run_folder_is_one_line(capsys, evidence):
+    import shutil
+    shutil.rmtree(evidence / "runs" / RUN_ID)
+    refused_report(capsys, evidence, f"runs/{RUN_ID} does not exist", "rerun the run")
+
+
+@pytest.mark.parametrize("epochs, needles", [
+    ("", ("epochs.csv is empty", "rerun the run")),
+    ("epoch,lr,train_loss\n1,0.1,2.0\n", ("lacks the columns train_acc, test_loss, test_acc",)),
+    ("epoch,lr,train_loss,train_acc,test_loss,test_acc\n1,0.1,two,0.3,1.9,0.35\n", ("column train_loss", "non-numeric")),
+    (None, ("epochs.csv is missing", "rerun the run")),
+])
+def test_a_bad_epoch_log_is_one_line(capsys, evidence, epochs, needles):
+    path = evidence / "runs" / RUN_ID / "epochs.csv"
+    if epochs is None:
+        path.unlink()
+    else:
+        path.write_text(epochs)
+    refused_report(capsys, evidence, *needles)
+
+
+def test_an_epoch_log_of_only_a_header_is_accepted(evidence):
+    """A run that diverged in epoch 1 logs only the header: that is evidence, not a defect."""
+    (evidence / "runs" / RUN_ID / "epochs.csv").write_text("epoch,lr,train_loss,train_acc,test_loss,test_acc\n")
+    with pytest.raises(AssertionError, match="DATA LOADED"):
+        main(["report", RUN_ID, f"--results-dir={evidence}"])
+
+
+@pytest.mark.parametrize("config_json, needles", [
+    ("{not json", ("config_json is not JSON", "rerun the run")),
+    ("", ("has no config_json", "rerun the run")),
+    ("[1, 2]", ("config_json is list, not a JSON object",)),
+    ('{"train": {"epochs": 1, "warp_speed": 9}}', ("unknown key train.warp_speed", "git_commit column")),
+    ('{"turbo": {"x": 1}}', ("unknown key 'turbo'",)),
+    ('{"turbo": 1}', ("unknown key 'turbo'",)),
+    ('{"train": 5}', ("config_json's train is int, not an object",)),
+    ('{"train": {"epochs": "four"}}', ("wrong type",)),
+    ('{"train": {"epochs": 0}}', ("invalid value", "train.epochs=0")),
+])
+def test_a_bad_config_json_is_one_line(capsys, evidence, config_json, needles):
+    runs = evidence / "runs.csv"
+    with open(runs, "w", newline="") as f:
+        w = csv.DictWriter(f, ["run_id", "config_json"])
+        w.writeheader()
+        w.writerow({"run_id": RUN_ID, "config_json": config_json})
+    refused_report(capsys, evidence, f"run {RUN_ID} in {runs}", *needles)
+
+
+@pytest.mark.parametrize("content, needles", [
+    (b"", ("test_predictions.npy is not a readable .npy array", "rerun the run")),
+    (np.arange(299) % 10, ("has 299 predictions, the run's config tests 300 images",)),
+    (np.arange(301) % 10, ("has 301 predictions",)),
+    (np.zeros((300, 10)), ("not one integer class per test image",)),
+    (np.full(300, 10), ("classes outside 0-9",)),
+    (b"not an npy file at all", ("not a readable .npy array",)),
+    (None, ("test_predictions.npy is missing",)),
+])
+def test_bad_test_predictions_are_one_line(capsys, evidence, content, needles):
+    path = evidence / "runs" / RUN_ID / "test_predictions.npy"
+    if content is None:
+        path.unlink()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        np.save(path, content)
+    refused_report(capsys, evidence, *needles)
 
 
 def test_curve_legends_say_what_each_curve_measures():
