@@ -36,6 +36,9 @@ from pathlib import Path
 
 import torch
 
+from bench.config import ConfigError
+from bench.results import ResultsError, atomic_write
+
 # target -> (capability, GPU it stands for, SMs, shared memory per SM bytes, copy bandwidth GB/s)
 TARGETS = {"sm_90": (90, "H200", 132, 228 * 1024, 4250.0), "sm_80": (80, "A100", 108, 164 * 1024, 1550.0)}
 REGS_PER_SM, THREADS_PER_SM, BLOCKS_PER_SM, SMEM_RESERVED_PER_BLOCK = 65536, 2048, 32, 1024  # sm_80 and sm_90
@@ -268,11 +271,12 @@ def static_rows(targets=tuple(TARGETS), dtypes=tuple(DTYPES), layouts=tuple(LAYO
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
+    """Replace `path` with the rows in one rename: a compile that fails or a Ctrl-C mid-way leaves the previous CSV."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write(path, buf.getvalue())
 
 
 def markdown_table(path: Path, dtype: str = "bf16", layout: str = "channels_last",
@@ -281,7 +285,9 @@ def markdown_table(path: Path, dtype: str = "bf16", layout: str = "channels_last
     head = ("target", "pass", "shape", "kernel", "programs", "per SM", "regs", "spill B", "smem B",
             "resident/SM", "hot load", "hot store", "hot f64", "pass MB", "pass µs 100%", "pass µs 60%")
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in csv.DictReader(open(path)):
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
         if r["dtype"] != dtype or r["layout"] != layout or r["pass"] not in passes:
             continue
         cells = (r["target"], r["pass"], r["shape"], r["kernel"].removeprefix("_bn_relu_").removesuffix("_kernel"),
@@ -300,10 +306,28 @@ def _rerun_without_interpreter(argv: list[str]) -> int:
     return subprocess.run([sys.executable, "-m", "bench.kernel_static", *argv], env=env, cwd=root).returncode
 
 
+class _Parser(argparse.ArgumentParser):
+    """An unknown or malformed option is a ConfigError (one line from the CLI), not argparse's usage text."""
+
+    def error(self, message):
+        raise ConfigError(f"kernel-static: {message}; it takes --targets, --dtypes, --layouts, --passes, --json, "
+                          f"--table and --results-dir")
+
+
+def _choice(option: str, text: str, allowed) -> tuple[str, ...]:
+    """A comma list of `allowed` names, refused whole (naming the allowed ones) if any is not, or none is given."""
+    names = tuple(v for v in text.split(",") if v)
+    bad = [v for v in names if v not in allowed]
+    if bad or not names:
+        raise ConfigError(f"--{option}={text!r}: {'unknown ' + ', '.join(map(repr, bad)) if bad else 'none given'}; "
+                          f"choose a comma list of {', '.join(allowed)}")
+    return names
+
+
 def main(results_dir: str = "results", extra: list[str] | None = None) -> int:
     """`python -m bench kernel-static [--targets=..] [--dtypes=..] [--layouts=..] [--passes=..] [--json=F]`;
     `--table` prints the written CSV's bf16 channels-last rows as Markdown without compiling."""
-    p = argparse.ArgumentParser(prog="python -m bench kernel-static", allow_abbrev=False)
+    p = _Parser(prog="python -m bench kernel-static", allow_abbrev=False)
     p.add_argument("--results-dir", "--results_dir", default=results_dir)
     p.add_argument("--targets", default=",".join(TARGETS))
     p.add_argument("--dtypes", default=",".join(DTYPES))
@@ -313,23 +337,37 @@ def main(results_dir: str = "results", extra: list[str] | None = None) -> int:
     p.add_argument("--table", action="store_true", help="the CSV's bf16 channels-last rows as Markdown")
     argv = list(extra or [])
     args = p.parse_args(argv)
+    # every selection is checked before any compile: an unknown name would otherwise fail in a lookup mid-way,
+    # or (a pass) compile nothing and still replace the CSV with rows of that name
+    selection = (_choice("targets", args.targets, TARGETS), _choice("dtypes", args.dtypes, DTYPES),
+                 _choice("layouts", args.layouts, LAYOUTS), _choice("passes", args.passes, PASSES))
+    out = Path(args.results_dir) / "kernels_static.csv"
     if args.table:
-        print(markdown_table(Path(args.results_dir) / "kernels_static.csv"))
+        if not out.is_file():
+            raise ResultsError(f"{out} {'is a folder' if out.is_dir() else 'does not exist'}: `python -m bench "
+                               f"kernel-static --results-dir={args.results_dir}` writes it (or pass the folder that "
+                               f"holds it)")
+        print(markdown_table(out))
         return 0
+    if not args.json and out.parent.exists() and not out.parent.is_dir():  # found before the compiles, not after
+        raise ResultsError(f"results folder {out.parent} is a file, not a folder: pass --results-dir=<a folder>")
+    if not args.json and out.is_dir():
+        raise ResultsError(f"{out} is a folder where the CSV should be: move it away")
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         return _rerun_without_interpreter([f"--results-dir={args.results_dir}", *argv])
-    split = lambda s: tuple(v for v in s.split(",") if v)  # noqa: E731
     t0 = time.perf_counter()
-    rows = static_rows(split(args.targets), split(args.dtypes), split(args.layouts), split(args.passes),
-                       log=(lambda *_: None) if args.json else print)
+    rows = static_rows(*selection, log=(lambda *_: None) if args.json else print)
     if args.json:
-        Path(args.json).write_text(json.dumps(rows))
+        atomic_write(Path(args.json), json.dumps(rows))
         return 0
-    out = Path(args.results_dir) / "kernels_static.csv"
     write_csv(rows, out)
     print(f"{len(rows)} rows -> {out} ({time.perf_counter() - t0:.0f} s; CPU compile-only, no GPU run)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main("results", sys.argv[1:]))
+    try:
+        sys.exit(main("results", sys.argv[1:]))
+    except (ConfigError, ResultsError) as e:  # one line, as the CLI says it
+        print(f"{'config' if isinstance(e, ConfigError) else 'results'} error: {e}", file=sys.stderr)
+        sys.exit(2)

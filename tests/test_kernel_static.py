@@ -125,3 +125,85 @@ def test_resident_programs_from_registers_warps_and_shared_memory():
     assert kernel_static.resident_programs(94, 4, 1024, smem) == (5, "registers")
     assert kernel_static.resident_programs(24, 4, 0, smem) == (16, "threads")
     assert kernel_static.resident_programs(32, 1, 100 * 1024, smem) == (2, "shared")
+
+
+# ---- the command's own options: checked before any compile or write ----
+
+OLD_CSV = "target,pass\nsm_90,train-fwd\n"
+
+
+@pytest.fixture
+def no_compile(tmp_path, monkeypatch):
+    """A results folder holding a previous kernels_static.csv; compiling (static_rows) records its selection and
+    returns `rows`, so a test sees whether a command got as far as compiling and what it wrote."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # else main re-runs itself in a subprocess first
+    (tmp_path / "kernels_static.csv").write_text(OLD_CSV)
+    calls, rows = [], []
+    monkeypatch.setattr(kernel_static, "static_rows", lambda *sel, **k: calls.append(sel) or list(rows))
+    return tmp_path, calls, rows
+
+
+@pytest.mark.parametrize("option, needle", [
+    ("--targets=sm_75", "choose a comma list of sm_90, sm_80"),
+    ("--dtypes=fp16", "choose a comma list of bf16, fp32"),
+    ("--layouts=foo", "choose a comma list of channels_last, nchw"),
+    ("--passes=nope", "choose a comma list of train-fwd, eval-fwd, train-bwd, eval-bwd"),
+    ("--passes=train-fwd,nope", "unknown 'nope'"),
+    ("--targets=", "none given"),
+    ("--dtype=bf16", "unrecognized arguments: --dtype=bf16"),
+])
+def test_unknown_selection_is_one_line_before_any_compile_or_write(capsys, no_compile, option, needle):
+    from bench.cli import main
+    res, calls, _ = no_compile
+    rc = main(["kernel-static", option, f"--results-dir={res}"])
+    out, err = capsys.readouterr()
+    assert rc == 2, (out, err)
+    assert err.count("\n") == 1 and err.startswith("config error: ") and needle in err, err
+    assert calls == [], "compiled"
+    assert [p.name for p in res.iterdir()] == ["kernels_static.csv"]
+    assert (res / "kernels_static.csv").read_text() == OLD_CSV
+
+
+def test_a_known_selection_compiles_it_and_replaces_the_csv(capsys, no_compile):
+    """The control for the refusals above: the same command with known names compiles what was asked."""
+    from bench.cli import main
+    res, calls, rows = no_compile
+    rows.append({"target": "sm_80", "pass": "eval-bwd", "dtype": "fp32"})
+    assert main(["kernel-static", "--targets=sm_80", "--dtypes=fp32", "--layouts=nchw", "--passes=eval-bwd",
+                 f"--results-dir={res}"]) == 0
+    assert calls == [(("sm_80",), ("fp32",), ("nchw",), ("eval-bwd",))]
+    text = (res / "kernels_static.csv").read_text().splitlines()
+    assert text[0] == ",".join(kernel_static.COLUMNS) and text[1].startswith("sm_80,,,eval-bwd,,fp32,") and len(text) == 2
+    assert "1 rows -> " in capsys.readouterr().out
+
+
+def test_a_write_that_fails_midway_leaves_the_previous_csv(no_compile):
+    res, _, rows = no_compile
+    rows += [{"target": "sm_80"}, {"target": "sm_90", "not_a_column": 1}]  # the second row fails in the writer
+    with pytest.raises(ValueError, match="not_a_column"):
+        kernel_static.main(str(res), [])
+    assert (res / "kernels_static.csv").read_text() == OLD_CSV
+    assert [p.name for p in res.iterdir()] == ["kernels_static.csv"]  # no temporary file left either
+
+
+def test_the_module_run_directly_refuses_in_one_line_too(tmp_path):
+    """`python -m bench.kernel_static` is how the CLI re-runs itself without the Triton interpreter."""
+    run = subprocess.run([sys.executable, "-m", "bench.kernel_static", "--passes=nope", f"--results-dir={tmp_path}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and run.stdout == "", (run.stdout, run.stderr)
+    assert run.stderr.count("\n") == 1 and run.stderr.startswith("config error: --passes='nope'"), run.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_results_path_that_cannot_take_the_csv_is_refused_before_any_compile(no_compile, tmp_path):
+    from bench.results import ResultsError
+    _, calls, _ = no_compile
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dir" / "kernels_static.csv").mkdir(parents=True)
+    with pytest.raises(ResultsError, match="file is a file, not a folder: pass --results-dir="):
+        kernel_static.main(str(tmp_path / "file"), [])
+    with pytest.raises(ResultsError, match="kernels_static.csv is a folder where the CSV should be"):
+        kernel_static.main(str(tmp_path / "dir"), [])
+    with pytest.raises(ResultsError, match="kernels_static.csv does not exist: `python -m bench kernel-static"):
+        kernel_static.main(str(tmp_path / "nowhere"), ["--table"])  # nothing written yet to show
+    assert calls == []
