@@ -26,6 +26,7 @@ from .results import ENV_COLUMNS, append_row, environment
 from .timer import synchronize
 
 PIPELINES = ("device", "dali", "dataloader")
+BATCH = 512  # the fast variant's training batch; batches are whole (drop_last), as training draws them
 PIPELINE_COLUMNS = ("timestamp", *ENV_COLUMNS, "dali_version", "pipeline", "precision", "images", "rounds", "images_per_s",
                     "images_per_s_min", "images_per_s_max", "epoch_s_median", "epoch_s_stddev", "time_cap_s",
                     "capped")
@@ -100,12 +101,15 @@ def main(results_dir: str = "results", pipelines: str = ",".join(PIPELINES), rou
     names = parse_pipelines(pipelines)
     if rounds < 1 or not time_cap_s > 0 or train_subset < 0:
         raise ConfigError("pipeline-bench needs --rounds >= 1, --time-cap-s > 0 and --train-subset >= 0")
+    if 0 < train_subset < BATCH:  # no whole batch: every pipeline would time 0 images and append a row of 0 img/s
+        raise ConfigError(f"--train-subset={train_subset} is under one batch of {BATCH} images, so nothing would be "
+                          f"timed: give --train-subset >= {BATCH}, or 0 for all 50,000")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data = load_cifar10(os.environ.get("CIFAR10_DIR") or None, device).subset(train_subset, 0)
     env, (dali_ok, dali_info) = environment(device), dali_available()
     precision = build_config("fast", "fast", "full", {}, device.type).train.precision  # what training consumes here
-    spec = LoaderSpec(batch_size=512, seed=0, dtype=DTYPES[precision], channels_last=True)
-    print(f"pipeline-bench on {env['device']}: {len(data.train_images):,} training images, batch 512, {precision} "
+    spec = LoaderSpec(batch_size=BATCH, seed=0, dtype=DTYPES[precision], channels_last=True)
+    print(f"pipeline-bench on {env['device']}: {len(data.train_images):,} training images, batch {BATCH}, {precision} "
           f"channels-last (the fast variant's), up to "
           f"{rounds} epochs or {time_cap_s:g} s per pipeline", flush=True)
     rows = []

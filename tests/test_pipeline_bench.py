@@ -63,3 +63,35 @@ def test_ladder_skips_cuda_only_rungs_on_a_cpu_with_one_line_each(capsys):
         runnable(["eager", "warp-speed"], "cpu")
     with pytest.raises(ConfigError, match="can run on a cpu"):
         runnable(["cuda-graphs"], "cpu")
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+    """Loading the data set is pipeline-bench's first work: it records the call and stops the command there."""
+    calls = []
+
+    def load(*a, **k):
+        calls.append(a)
+        raise RuntimeError("DATA LOADED")
+    monkeypatch.setattr("pipeline.load_cifar10", load)
+    return calls
+
+
+@pytest.mark.parametrize("subset", [1, 511])
+def test_a_training_subset_under_one_batch_is_one_line_before_any_work(capsys, tmp_path, no_data, subset):
+    from bench.cli import main
+    rc = main(["pipeline-bench", f"--train-subset={subset}", f"--results-dir={tmp_path}"])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == "", (rc, out, err)
+    assert err.count("\n") == 1 and err.startswith("config error: ") and "Traceback" not in err, err
+    assert f"--train-subset={subset} is under one batch of 512" in err and "--train-subset >= 512" in err, err
+    assert no_data == [] and not (tmp_path / "pipeline.csv").exists()
+
+
+@pytest.mark.parametrize("subset", [512, 0])
+def test_one_whole_batch_or_all_images_gets_to_the_data(tmp_path, no_data, subset):
+    """The control for the refusal above: from one batch up (and 0, all images) the command starts its work."""
+    from bench.pipeline_bench import main
+    with pytest.raises(RuntimeError, match="DATA LOADED"):
+        main(str(tmp_path), "device", 1, 1.0, subset)
+    assert len(no_data) == 1
