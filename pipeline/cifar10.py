@@ -8,6 +8,7 @@ import re
 import shutil
 import tarfile
 import tempfile
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,14 +136,38 @@ def file_md5s(path: Path, names: tuple[str, ...] = tuple(OFFICIAL_MD5), use_cach
             cache[str(f)] = hit
         out[name] = hit["md5"]
     if changed:
-        try:  # a cache is an optimisation: an unwritable one only costs the hashing next time
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(cache, sort_keys=True))
-            os.replace(tmp, cache_file)
+        _save_md5_cache(cache_file, cache)
+    return out
+
+
+def _save_md5_cache(cache_file: Path, cache: dict) -> None:
+    """Replace the cache in one rename, best effort: a cache is an optimisation, so one that cannot be written
+    (a folder in its place, a read-only or full disk) only costs the hashing next time, and never leaves its
+    temporary file behind."""
+    if cache_file.is_dir():  # os.replace cannot put a file there; it would fail after writing the temporary
+        return
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        for old in cache_file.parent.glob(f".{cache_file.name}.*.tmp"):  # left by a writer killed mid-way
+            try:
+                if time.time() - old.stat().st_mtime > 60:  # a live write takes milliseconds
+                    old.unlink()
+            except OSError:  # another process removed or replaced it first
+                pass
+        fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix=f".{cache_file.name}.", suffix=".tmp")
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(cache, sort_keys=True))
+        os.replace(tmp, cache_file)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
         except OSError:
             pass
-    return out
+        if not isinstance(e, OSError):  # Ctrl-C, SIGTERM: still theirs to handle
+            raise
 
 
 def verify_md5(path: Path, expected: dict[str, str] | None = None) -> Path:

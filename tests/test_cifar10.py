@@ -204,3 +204,53 @@ def test_unreadable_file_by_permissions(tmp_path):
     (d / "data_batch_2.bin").chmod(0)
     with pytest.raises(DataError, match=r"cannot read .*data_batch_2\.bin"):
         load_cifar10(d)
+
+
+def small_dir(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "a.bin").write_bytes(b"a" * 100)
+    return d, {"a.bin": hashlib.md5(b"a" * 100).hexdigest()}
+
+
+def test_a_checksum_cache_that_is_a_folder_is_ignored_without_litter(tmp_path, md5_calls):
+    d, expected = small_dir(tmp_path)
+    cache = tmp_path / "cache" / "cifar10-speedrun" / "md5.json"
+    cache.mkdir(parents=True)
+    (cache / "inside").write_text("someone's file")
+    for _ in range(2):
+        assert verify_md5(d, expected) == d  # the data is still checked, by hashing each time
+    assert md5_calls == ["a.bin", "a.bin"]
+    assert [p.name for p in cache.parent.iterdir()] == ["md5.json"]  # no temporary file beside it
+    assert [p.name for p in cache.iterdir()] == ["inside"] and (cache / "inside").read_text() == "someone's file"
+    (d / "a.bin").write_bytes(b"b" * 100)
+    with pytest.raises(DataError, match="a.bin has MD5"):  # a changed file is still refused
+        verify_md5(d, expected)
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_cache_write_that_fails_leaves_no_temporary_file(tmp_path, md5_calls, monkeypatch, failure):
+    d, expected = small_dir(tmp_path)
+
+    def replace(src, dst):
+        raise failure
+    monkeypatch.setattr(cifar10.os, "replace", replace)
+    if isinstance(failure, OSError):
+        assert verify_md5(d, expected) == d  # the cache only saves time: its failure is not the data's
+    else:
+        with pytest.raises(KeyboardInterrupt):  # Ctrl-C is still Ctrl-C
+            verify_md5(d, expected)
+    assert list((tmp_path / "cache" / "cifar10-speedrun").iterdir()) == []
+
+
+def test_a_stale_temporary_cache_file_is_removed_by_the_next_write(tmp_path, md5_calls):
+    d, expected = small_dir(tmp_path)
+    folder = tmp_path / "cache" / "cifar10-speedrun"
+    folder.mkdir(parents=True)
+    stale, live = folder / ".md5.json.123.tmp", folder / ".md5.json.456.tmp"
+    stale.write_text("{")
+    live.write_text("{")
+    os.utime(stale, (1e9, 1e9))  # a writer killed long ago; `live` may be another process writing now
+    assert verify_md5(d, expected) == d
+    assert sorted(p.name for p in folder.iterdir()) == [".md5.json.456.tmp", "md5.json"]
+
