@@ -66,16 +66,41 @@ def default_cache_dir() -> Path:
     return Path(base) / "cifar10-speedrun"
 
 
-def verify_dir(path: Path) -> Path:
-    """Check that all six files are there with exactly 30,730,000 bytes each; return the path."""
+def _not_a_file(f: Path) -> str | None:
+    """What keeps `f` from being a readable data file, in words ('is missing', 'is a folder, not a file', ...), or
+    None: the refusal names the actual problem, since the fixes differ (extract again, move a folder away)."""
+    if f.is_dir():
+        return "is a folder, not a file"
+    if f.is_symlink() and not f.exists():
+        return f"is a link to {os.readlink(f)}, which does not exist"
+    if not f.exists():
+        return "is missing"
+    if not f.is_file():
+        return "is not a regular file (a pipe or device)"
+    return None
+
+
+def verify_dir(path: Path, given_as: str = "") -> Path:
+    """Check that all six files are there with exactly 30,730,000 bytes each; return the path.
+    `given_as` names where the path came from (CIFAR10_DIR, --data.data_dir) for the refusal."""
+    fix = ("pass --data.data_dir=<the cifar-10-batches-bin folder holding data_batch_1.bin ... test_batch.bin> "
+           "or unset CIFAR10_DIR to download the data set")
+    folder = f"CIFAR-10 folder {path}" + (f" ({given_as})" if given_as else "")
+    if path.is_file():
+        raise DataError(f"{folder} is a file, not a folder; {fix}")
+    if path.is_symlink() and not path.exists():
+        raise DataError(f"{folder} is a link to {os.readlink(path)}, which does not exist; {fix}")
     if not path.is_dir():
-        raise DataError(f"CIFAR-10 folder {path} does not exist; pass --data.data_dir=<folder holding "
-                        f"data_batch_1.bin ... test_batch.bin> or unset CIFAR10_DIR to download the data set")
+        raise DataError(f"{folder} {'does not exist' if not path.exists() else 'is not a folder'}; {fix}")
     for name in TRAIN_FILES + TEST_FILES:
         f = path / name
-        if not f.is_file():
+        problem = _not_a_file(f)
+        if problem == "is missing":
             raise DataError(f"{f} is missing; the folder must hold the official binary layout "
                             f"(data_batch_1..5.bin, test_batch.bin): re-extract cifar-10-binary.tar.gz there")
+        if problem:
+            raise DataError(f"{f} {problem}; the folder must hold the official files (data_batch_1..5.bin, "
+                            f"test_batch.bin): move it away and re-extract cifar-10-binary.tar.gz there")
         size = f.stat().st_size
         if size != FILE_BYTES:
             raise DataError(f"{f} has {size:,} bytes, expected {FILE_BYTES:,} (10,000 records of 3,073 bytes): "
@@ -88,6 +113,8 @@ def verify_dir(path: Path) -> Path:
 
 
 def _unreadable(path: Path, e: OSError) -> DataError:
+    if isinstance(e, IsADirectoryError):  # no permission would make a folder readable as data
+        return DataError(f"{path} is a folder, not a file: move it away and re-extract cifar-10-binary.tar.gz there")
     return DataError(f"cannot read {path} ({e.strerror or e}): give this user read access to it "
                      f"(chmod a+r) or pass another copy with --data.data_dir")
 
@@ -121,12 +148,16 @@ def file_md5s(path: Path, names: tuple[str, ...] = tuple(OFFICIAL_MD5), use_cach
         cache = {}
     out, changed = {}, False
     for name in names:
+        problem = _not_a_file(path / name)
+        if problem:
+            raise DataError(f"{path / name} {problem}; the folder must hold the official files "
+                            f"({', '.join(names)}): {'' if problem == 'is missing' else 'move it away and '}"
+                            f"re-extract cifar-10-binary.tar.gz there")
         f = (path / name).resolve()
         try:
             st = f.stat()
         except OSError as e:
-            raise DataError(f"{f} is missing ({e.strerror}); the folder must hold the official files "
-                            f"({', '.join(names)}): re-extract cifar-10-binary.tar.gz there") from None
+            raise _unreadable(f, e) from None
         state = [st.st_size, st.st_mtime_ns]
         hit = cache.get(str(f))
         valid = (use_cache and isinstance(hit, dict) and hit.get("state") == state and isinstance(hit.get("md5"), str)
@@ -210,6 +241,9 @@ def download(cache_dir: Path | None = None, url: str = URL, md5: str = MD5) -> P
     final = cache_dir / "cifar-10-batches-bin"
     if final.is_dir():
         return verify_dir(final)
+    if final.exists() or final.is_symlink():  # the extracted folder could never be renamed into place
+        raise DataError(f"{final} is in the way of the downloaded data set (not a folder): move it away, or pass "
+                        f"a local copy with --data.data_dir or CIFAR10_DIR")
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".download-") as tmp:
         archive = Path(tmp) / "cifar-10-binary.tar.gz"
@@ -240,7 +274,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """The folder to read: the argument, else $CIFAR10_DIR, else the verified download in the cache."""
     chosen = data_dir or os.environ.get("CIFAR10_DIR")
     if chosen:
-        return verify_dir(Path(chosen))
+        return verify_dir(Path(chosen), "--data.data_dir" if data_dir else "CIFAR10_DIR")
     return download()
 
 

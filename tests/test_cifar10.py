@@ -254,3 +254,67 @@ def test_a_stale_temporary_cache_file_is_removed_by_the_next_write(tmp_path, md5
     assert verify_md5(d, expected) == d
     assert sorted(p.name for p in folder.iterdir()) == [".md5.json.456.tmp", "md5.json"]
 
+
+def test_a_data_dir_that_is_a_file_says_so(tmp_path, monkeypatch):
+    d = sparse_dir(tmp_path / "d")
+    monkeypatch.setenv("CIFAR10_DIR", str(d / "data_batch_1.bin"))
+    with pytest.raises(DataError, match=r"data_batch_1\.bin \(CIFAR10_DIR\) is a file, not a folder; pass "):
+        resolve_data_dir(None)
+    with pytest.raises(DataError, match=r"data_batch_1\.bin \(--data\.data_dir\) is a file, not a folder"):
+        resolve_data_dir(d / "data_batch_1.bin")
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(DataError, match=r"gone \(--data\.data_dir\) is a link to .*nowhere, which does not exist"):
+        resolve_data_dir(tmp_path / "gone")
+    assert resolve_data_dir(d) == d  # the control: the folder itself is accepted
+
+
+@pytest.mark.parametrize("name", ["data_batch_3.bin", "test_batch.bin"])
+def test_a_data_file_that_is_a_folder_says_so(tmp_path, name):
+    d = sparse_dir(tmp_path / "d")
+    (d / name).unlink()
+    (d / name).mkdir()
+    with pytest.raises(DataError, match=rf"{name} is a folder, not a file; .*move it away"):
+        resolve_data_dir(d)
+
+
+def test_a_data_file_that_is_a_broken_link_says_so(tmp_path):
+    d = sparse_dir(tmp_path / "d")
+    (d / "data_batch_2.bin").unlink()
+    (d / "data_batch_2.bin").symlink_to(tmp_path / "elsewhere.bin")
+    with pytest.raises(DataError, match=r"data_batch_2\.bin is a link to .*elsewhere\.bin, which does not exist"):
+        resolve_data_dir(d)
+
+
+def test_a_checked_file_that_is_a_folder_says_so_in_the_md5_check(tmp_path, md5_calls):
+    """batches.meta.txt is checked by MD5 only (verify_dir looks at the six data files): a folder in its place is
+    named as one, not as unreadable for lack of permission."""
+    d, expected = small_dir(tmp_path)
+    (d / "meta.txt").mkdir()
+    with pytest.raises(DataError, match=r"meta\.txt is a folder, not a file"):
+        verify_md5(d, {**expected, "meta.txt": "0" * 32})
+
+
+def test_a_download_folder_in_the_way_says_so(tmp_path):
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "cifar-10-batches-bin").write_text("x")
+    with pytest.raises(DataError, match=r"cifar-10-batches-bin is in the way .*move it away"):
+        download(tmp_path / "cache", (tmp_path / "never-fetched.tar.gz").as_uri())
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["cifar-10-batches-bin"]
+
+
+def test_the_cli_names_the_problem_in_one_line(tmp_path, capsys, monkeypatch):
+    """As a user types it: CIFAR10_DIR at a file, then a folder named like a data file."""
+    from bench.cli import main
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    d = sparse_dir(tmp_path / "d")
+    argv = ["run", "--dry-run", "--profile=smoke", f"--results_dir={tmp_path / 'res'}"]
+    monkeypatch.setenv("CIFAR10_DIR", str(d / "data_batch_1.bin"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("data error: ") and "(CIFAR10_DIR) is a file, not a folder" in err
+    monkeypatch.setenv("CIFAR10_DIR", str(d))
+    (d / "data_batch_3.bin").unlink()
+    (d / "data_batch_3.bin").mkdir()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "data_batch_3.bin is a folder, not a file" in err, err
