@@ -7,6 +7,7 @@ the end of every recorded run.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from pipeline import CIFAR10, CLASSES, MEAN, STD, load_cifar10, loader_spec, mak
 from pipeline.cifar10 import RECORDS_PER_FILE, TEST_FILES
 
 from .config import ConfigError, RunConfig, from_dict
-from .results import ResultsError, write_csv
+from .results import ResultsError, atomic_write, write_csv
 
 
 def _plt():
@@ -27,6 +28,13 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def _save(fig, path: Path) -> None:
+    """The figure as a PNG, replaced in one rename: a report killed mid-way leaves the old figure, never a cut one."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    atomic_write(Path(path), buf.getvalue())
 
 
 def confusion(labels: np.ndarray, preds: np.ndarray, k: int = 10) -> np.ndarray:
@@ -64,7 +72,7 @@ def plot_curves(epochs: pd.DataFrame, path: Path, title: str, labels: tuple[str,
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -80,7 +88,7 @@ def plot_confusion(cm: np.ndarray, path: Path, title: str) -> None:
     ax.set_yticks(range(10), CLASSES)
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -119,7 +127,7 @@ def plot_misclassified(images: torch.Tensor, labels: np.ndarray, preds: np.ndarr
     ax.axis("off")
     fig.suptitle(f"misclassified test images: {len(wrong)} of {len(labels)} wrong (first {min(n, len(wrong))} shown)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
     return len(wrong)
 
@@ -146,7 +154,7 @@ def plot_samples(cfg: RunConfig, data: CIFAR10, path: Path, per_class: int = 8) 
     fig.suptitle(f"training samples after augmentation (crop pad {cfg.aug.crop_padding}, flip {cfg.aug.flip}, "
                  f"cutout {cfg.aug.cutout_size})", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
 
 

@@ -206,3 +206,19 @@ def test_mosaic_puts_each_tile_in_its_cell_on_white():
     assert m.shape == (2 * (2 + 1 + 1) + 1, 2 * (2 + 1) + 1, 3) and m.dtype == np.uint8
     assert (m[2:4, 1:3] == 0).all() and (m[6:8, 1:3] == 100).all() and (m[6:8, 4:6] == 255).all()
     assert (m != 255).sum() == 2 * 2 * 3 * 2  # the dark and grey tiles only: blank, gaps and caption rows white
+
+
+def test_a_report_killed_while_saving_a_figure_leaves_the_old_one(tmp_path, monkeypatch):
+    import pandas as pd
+    from bench.report import plot_curves
+    path = tmp_path / "curves.png"
+    path.write_bytes(b"the previous figure")
+
+    def killed(src, dst):
+        raise KeyboardInterrupt  # the rename that would publish the new figure never happens
+    monkeypatch.setattr("bench.results.os.replace", killed)
+    epochs = pd.DataFrame({"epoch": [1], "train_loss": [2.0], "test_loss": [1.9], "train_acc": [0.3], "test_acc": [0.35]})
+    with pytest.raises(KeyboardInterrupt):
+        plot_curves(epochs, path, "t")
+    assert path.read_bytes() == b"the previous figure"
+    assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]  # no temporary file either
