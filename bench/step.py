@@ -13,6 +13,7 @@ outside any graph): the reference the tests and `step-bench` compare against; tr
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Callable
 
 import torch
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from model.init import NORM_LAYERS
 from model.transforms import autocast
 
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .ema import WeightEMA
 from .muon import FilterMuon
 
@@ -107,15 +108,20 @@ def make_optimizer(params, cfg: RunConfig, lr: float | torch.Tensor, fused: bool
                            fused=fused, foreach=foreach)
 
 
-def cuda_capture(fn: Callable[[], None], warmup: int) -> Callable[[], None]:
-    """Warm `fn` up on a side stream, capture one call as a CUDA graph (memory from the graph's private pool),
-    and return the graph's replay: the PyTorch recipe for whole-network capture (MLPerf's ResNet does the same).
-    Not yet run on a GPU by this project."""
+def _nothing() -> None:
+    pass
+
+
+def cuda_capture(fn: Callable[[], None], warmup: int, rewind: Callable[[], None] = _nothing) -> Callable[[], None]:
+    """Warm `fn` up on a side stream (`rewind` after each call), capture one call as a CUDA graph (memory from the
+    graph's private pool), and return the graph's replay: the PyTorch recipe for whole-network capture (MLPerf's
+    ResNet does the same). The captured call itself does not run. Not yet run on a GPU by this project."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         for _ in range(warmup):
             fn()
+            rewind()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
@@ -123,29 +129,62 @@ def cuda_capture(fn: Callable[[], None], warmup: int) -> Callable[[], None]:
     return graph.replay
 
 
-def run_directly(fn: Callable[[], None], warmup: int) -> Callable[[], None]:
+def run_directly(fn: Callable[[], None], warmup: int, rewind: Callable[[], None] = _nothing) -> Callable[[], None]:
     """The CPU stand-in for cuda_capture: the same warm-up calls, then `fn` itself as the 'replay'. What a capture
     records is what one call does, so a step through this stand-in must equal the plain step (tested)."""
     for _ in range(warmup):
         fn()
+        rewind()
     fn()  # the call a capture records (and, unlike a capture, also runs)
     return fn
 
 
+STANDIN_ENV = "BENCH_CUDA_STANDIN"  # =1: CUDA-only step modes run on a CPU through run_directly (the GPU check's
+# rehearsal proves the commands end to end there; the numbers such a run writes are a CPU's, labelled as such)
+
+
+def cuda_standin() -> bool:
+    """Whether CUDA-only step modes (CUDA graphs, the captured whole step) may run on a CPU through the stand-ins."""
+    return os.environ.get(STANDIN_ENV, "") == "1"
+
+
+def capture_for(device: torch.device) -> Callable[..., Callable[[], None]]:
+    """The capture a compile=graph step uses here: a CUDA graph on CUDA; on a CPU the stand-in where
+    BENCH_CUDA_STANDIN=1, else a ConfigError naming the fix (nothing is built or run first)."""
+    if device.type == "cuda":
+        return cuda_capture
+    if cuda_standin():
+        return run_directly
+    raise ConfigError(f"train.compile=graph captures the step as a CUDA graph; this run is on the {device.type}: "
+                      f"use --compile=default (or run on a CUDA device)")
+
+
 class StepGraph:
     """A whole training step as one replay: the batch is copied into static buffers, then the captured step
-    (forward, backward, optimizer, LR, bookkeeping) replays on them. Captured at its first call, which runs
-    `warmup` + 1 steps (the harness's warm-up restores the weights, optimizer state and counters afterwards)."""
+    (forward, backward, optimizer, LR, bookkeeping) replays on them. Captured at its first call, which runs the
+    `warmup` calls a capture needs (and the captured call, on the CPU stand-in), putting `counters` (the step
+    counters, the loss record) back after each, then replays once for its own batch: a first call counts as one
+    step, so buffers sized for the run's steps hold it (the warm-up calls indexed past them before). The weights
+    and optimizer state keep the extra calls' updates (the harness's warm-up restores them)."""
 
     def __init__(self, step_fn: Callable[[torch.Tensor, torch.Tensor], None], warmup: int = 3,
-                 capture: Callable[[Callable[[], None], int], Callable[[], None]] = cuda_capture):
-        self.step_fn, self.warmup, self.capture = step_fn, warmup, capture
+                 capture: Callable[..., Callable[[], None]] = cuda_capture,
+                 counters: tuple[torch.Tensor, ...] = ()):
+        self.step_fn, self.warmup, self.capture, self.counters = step_fn, warmup, capture, counters
         self.x = self.y = self.replay = None
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
         if self.replay is None:
             self.x, self.y = x.clone(memory_format=torch.preserve_format), y.clone()
-            self.replay = self.capture(lambda: self.step_fn(self.x, self.y), self.warmup)
+            before = [t.clone() for t in self.counters]
+
+            @torch.no_grad()
+            def rewind() -> None:  # in place: the graph holds these addresses
+                for t, value in zip(self.counters, before):
+                    t.copy_(value)
+            self.replay = self.capture(lambda: self.step_fn(self.x, self.y), self.warmup, rewind)
+            rewind()
+            self.replay()
             return
         if x.shape != self.x.shape:
             raise ValueError(f"a captured step replays batches of {tuple(self.x.shape)}, got {tuple(x.shape)}: "
@@ -194,8 +233,10 @@ class TrainStep:
     """
 
     def __init__(self, model: torch.nn.Module, cfg: RunConfig, device: torch.device, steps_per_epoch: int,
-                 total_steps: int, ema: WeightEMA | None = None, capture=cuda_capture):
+                 total_steps: int, ema: WeightEMA | None = None, capture=None):
         self.model, self.cfg, self.device, self.ema = model, cfg, device, ema
+        if cfg.train.compile == "graph" and capture is None:  # refused here, before anything is built
+            capture = capture_for(device)
         dtype = next(model.parameters()).dtype  # fp32 (fp64 in the tests): the LR and the losses in it
         lrs = one_cycle_lrs(cfg, total_steps)
         self.lr_values = lrs.tolist()  # host copy, for the epoch log
@@ -230,8 +271,11 @@ class TrainStep:
             self._forward = torch.compile(self._forward_loss, **kw)
             if not self.fp16:
                 self._update = torch.compile(self._update_step, **kw)
-        # compile=graph: the whole step captured once and replayed (`capture`: run_directly stands in on a CPU)
-        self._run = StepGraph(self._train_step, capture=capture) if mode == "graph" else self._train_step
+        # compile=graph: the whole step captured once and replayed (`capture`: by default capture_for(device))
+        self._run = self._train_step
+        if mode == "graph":
+            self._run = StepGraph(self._train_step, capture=capture,
+                                  counters=(self.i, self.j, self.losses, self.correct))
 
     def _forward_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return loss_and_hits(self.model, x, y, self.cfg, self.device)

@@ -6,6 +6,10 @@ batch of the recipe's size, warmed up first (compilation, capture), then N steps
 `steps.csv` (per step: host time, device-busy fraction, kernels launched) and `top_ops.md` (the ops with the
 most self device time). On a CPU the "device" is the CPU itself: device time is the ops' own CPU time and
 "kernels" are the ATen ops run, so the busy fraction says how much of a step is op work rather than Python.
+The header also counts what Dynamo and Inductor did in the warm-up: graphs compiled, graph breaks, and CUDA-graph
+skips (`skipping cudagraphs due to ...` under TORCH_LOGS=cudagraphs), so a profile says whether its mode captured.
+`--compile=graph` captures the whole step as a CUDA graph: on a CPU it is refused in one line, unless
+BENCH_CUDA_STANDIN=1 (the GPU check's rehearsal) runs it through the capture's CPU stand-in.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from torch._dynamo.utils import counters
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from model.transforms import DTYPES, build_model
@@ -22,7 +27,7 @@ from model.transforms import DTYPES, build_model
 from .config import build_config
 from .ema import WeightEMA
 from .results import atomic_write, environment, write_csv
-from .step import TrainStep
+from .step import TrainStep, capture_for
 from .timer import synchronize
 
 STEP_COLUMNS = ("step", "host_ms", "device_busy_ms", "device_busy_fraction", "kernels")
@@ -44,10 +49,12 @@ def profile_steps(preset: str = "fast", variant: str = "fast", steps: int = 3, w
     cuda = device.type == "cuda"
     cfg = build_config(preset, variant, "full", {"device": device.type, **(overrides or {})}, device.type)
     t = cfg.train
+    capture = capture_for(device) if t.compile == "graph" else None  # a CPU without the stand-in: refused here
+    counters.clear()
     torch.manual_seed(0)
     model = build_model(cfg.model, device, t.channels_last).train()
     ema = WeightEMA(model, cfg.optim.ema_decay, cfg.optim.ema_every) if cfg.optim.ema_decay else None
-    step = TrainStep(model, cfg, device, warmup + steps, warmup + steps, ema)
+    step = TrainStep(model, cfg, device, warmup + steps, warmup + steps, ema, capture=capture)
     g = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(t.batch_size, 3, 32, 32, device=device, generator=g).to(
         dtype=DTYPES[t.precision],
@@ -56,6 +63,9 @@ def profile_steps(preset: str = "fast", variant: str = "fast", steps: int = 3, w
     for _ in range(warmup):
         step.step(x, y)
     synchronize(device)
+    compiled = (f"{int(counters['stats']['unique_graphs'])} graphs compiled, "
+                f"{sum(counters['graph_break'].values())} graph breaks, "
+                f"{int(counters['inductor']['cudagraph_skips'])} cudagraph skips")
     host_ms = []
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
@@ -76,7 +86,7 @@ def profile_steps(preset: str = "fast", variant: str = "fast", steps: int = 3, w
     header = (f"# Profile {run_id}\n\n{cfg.preset}/{cfg.variant}: {t.precision}, "
               f"{'channels-last' if t.channels_last else 'NCHW'}, compile {t.compile}, batch {t.batch_size}; "
               f"{env['device']}, torch {env['torch_version']}, commit {env['git_commit']}; {warmup} warm-up steps, "
-              f"{steps} profiled.\n\n")
+              f"{steps} profiled; warm-up: {compiled}.\n\n")
     atomic_write(out / "top_ops.md", header + steps_table(rows) + "\n" + top_ops_table(prof, cuda) + "\n")
     return out
 

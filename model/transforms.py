@@ -21,10 +21,11 @@ def build_model(model_cfg, device: torch.device, channels_last: bool) -> CustomR
 def compile_model(model: nn.Module, mode: str) -> nn.Module:
     """torch.compile as a transform ('off' returns the model itself); the graph must be whole (fullgraph), and
     static: each input shape its own graph, compiled in the warm-up (a dynamic graph would replace the static ones
-    once a second size is seen, and run slower)."""
+    once a second size is seen, and run slower). 'graph' is a training-step mode (the whole step captured as one
+    CUDA graph, bench/step.py); a model alone, as the evaluation's, compiles as 'default' under it."""
     if mode == "off":
         return model
-    return torch.compile(model, mode=None if mode == "default" else mode, fullgraph=True, dynamic=False)
+    return torch.compile(model, mode=None if mode in ("default", "graph") else mode, fullgraph=True, dynamic=False)
 
 
 def autocast(device: torch.device, precision: str):

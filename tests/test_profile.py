@@ -28,3 +28,36 @@ def test_profile_refuses_bad_input_in_one_line(capsys, tmp_path):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Traceback" not in err, err
     assert not (tmp_path / "profiles").exists()
+
+
+def test_profile_of_a_whole_step_graph_is_refused_on_a_cpu_in_one_line(capsys, tmp_path, monkeypatch):
+    import pytest
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU's refusal; a CUDA device is visible here")
+    monkeypatch.delenv("BENCH_CUDA_STANDIN", raising=False)
+    monkeypatch.setattr("bench.step_profile.build_model", lambda *a, **k: pytest.fail("profile started"))
+    assert main(["profile", "--compile=graph", "--warmup_steps=3", f"--results-dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "CUDA graph; this run is on the cpu" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "profiles").exists()
+
+
+def test_profile_of_a_whole_step_graph_through_the_cpu_stand_in(tmp_path, monkeypatch):
+    """compile=graph through `bench profile` (the GPU check's rehearsal: BENCH_CUDA_STANDIN=1, run_directly for the
+    capture): the capture's warm-up calls must fit the buffers profile sizes for warm-up + steps (they overflowed
+    them: index out of bounds here, a device-side assert on CUDA). The tiny network stands in for the CustomResNet, whose
+    compile takes minutes on a CPU; the step, the sizes and the command are profile's."""
+    import torch
+    from tests.test_step import tiny_net
+    monkeypatch.setenv("BENCH_CUDA_STANDIN", "1")
+    monkeypatch.setattr("bench.step_profile.build_model",
+                        lambda *a, **k: tiny_net().to(memory_format=torch.channels_last))
+    torch._dynamo.reset()
+    assert main(["profile", "--steps=2", "--warmup=1", "--compile=graph", "--warmup_steps=1", "--batch_size=4",
+                 f"--results-dir={tmp_path}"]) == 0
+    (out,) = (tmp_path / "profiles").iterdir()
+    with open(out / "steps.csv", newline="") as f:
+        assert [r["step"] for r in csv.DictReader(f)] == ["0", "1"]
+    header = (out / "top_ops.md").read_text()
+    assert "compile graph" in header and "2 graphs compiled, 0 graph breaks" in header
