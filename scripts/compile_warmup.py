@@ -1,10 +1,13 @@
 """Compile warm-up without data: each asked variant trained for one short epoch on random images, untimed.
 
-The first compile of a variant took 26-33 s on the H200 (issue 14's runs). Done in the data-free phase of
-`make gpu-check`, it fills Inductor's on-disk cache (same machine, same shapes: batch 512, evaluation batch
-1024 over 10,000 test images), so the timed runs of the data phase start sooner; their own warm-up is still
-timed and reported apart. Prints the warm-up seconds per variant: the compile time, on its own.
+The first compile of a variant took 26-33 s on the H200 (the 2026-11-28 runs). Run on the GPU machine, it fills
+Inductor's on-disk cache (same machine, same shapes: batch 512, evaluation batch 1024 over 10,000 test images),
+so later timed runs start sooner; their own warm-up is still timed and reported apart. Prints the warm-up seconds
+per variant: the compile time, on its own. Any `--key=value` is a config override, as for `python -m bench run`:
+`make gpu-check`'s nodata phase trains `--variants=fast --compile=graph` this way, the path `bench run` takes
+with a whole-step CUDA graph (the evaluation model compiled under the step's mode), without data.
 Usage: python scripts/compile_warmup.py [--preset=fast] [--variants=compile,cuda-graphs] [--device=auto]
+       [--train-images=1024] [--test-images=10000] [--key=value ...]
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from bench.cli import parse_overrides  # noqa: E402
 from bench.config import ConfigError, build_config  # noqa: E402
 from bench.train import resolve_device, train  # noqa: E402
 from pipeline import CIFAR10  # noqa: E402
@@ -38,11 +42,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--train-images", type=int, default=1024)
     p.add_argument("--test-images", type=int, default=10000)
-    args = p.parse_args(argv)
+    args, extra = p.parse_known_args(argv)
     try:
+        if args.train_images < 1 or args.test_images < 1:
+            raise ConfigError("--train-images and --test-images must be >= 1")
+        overrides = {"train.epochs": "1", "train.device": args.device, **parse_overrides(extra)}
         device = resolve_device(args.device)
-        cfgs = [build_config(args.preset, v, "full", {"epochs": "1", "device": args.device}, device.type)
-                for v in args.variants.split(",") if v]
+        cfgs = [build_config(args.preset, v, "full", overrides, device.type) for v in args.variants.split(",") if v]
+        if not cfgs:
+            raise ConfigError("--variants names no variant: e.g. --variants=fast")
+        if args.train_images < cfgs[0].train.batch_size:
+            raise ConfigError(f"--train-images={args.train_images} makes no batch of {cfgs[0].train.batch_size}: "
+                              f"raise it or pass --batch_size")
+        if any(c.train.compile == "graph" for c in cfgs):
+            from bench.step import capture_for
+            capture_for(device)  # a CPU without the stand-in: refused here, in one line
     except (ConfigError, RuntimeError) as e:
         print(f"compile warm-up: {e}", file=sys.stderr)
         return 2

@@ -1,7 +1,9 @@
-"""The one GPU check script: on a machine without CUDA it says so, runs nothing and exits non-zero."""
+"""The one GPU check script: its refusals, its steps' order, limits and cuts, its tarball, and the importer that
+brings the tarball back. A stand-in python logs each command and writes what the real one would."""
+import csv
 import subprocess
-import tarfile
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -11,40 +13,54 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path; a CUDA device is visible here")
-def test_gpu_check_refuses_without_cuda(tmp_path):
+def test_gpu_check_refuses_without_cuda(tmp_path, monkeypatch):
+    monkeypatch.delenv("GPU_CHECK_CUDA_STANDIN", raising=False)
     out = tmp_path / "out"
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(out), sys.executable],
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(out), sys.executable, "nodata"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3
     assert "no CUDA device" in proc.stderr
-    assert not any(out.iterdir())  # nothing was run, so nothing was written
+    assert not out.exists()  # nothing was run, so nothing was written
 
 
-def test_kernel_bench_without_cuda_writes_nothing(tmp_path, capsys):
+def test_kernel_bench_without_cuda_writes_nothing(tmp_path, capsys, monkeypatch):
     from bench.kernel_bench import main
     if torch.cuda.is_available():
         pytest.skip("checks the no-GPU path; a CUDA device is visible here")
+    monkeypatch.delenv("BENCH_CUDA_STANDIN", raising=False)
     assert main(str(tmp_path)) == 0
     assert "needs a CUDA device" in capsys.readouterr().out and not (tmp_path / "kernels.csv").exists()
 
 
-FAKE_PYTHON = """#!/usr/bin/env bash
+# Stands in for python: logs its arguments; the bench commands write a row where the real ones would. FAKE_SLOW names
+# a step that writes its row, then sleeps (a step its limit cuts); FAKE_STUBBORN one that ignores SIGINT too.
+FAKE_PYTHON = r"""#!/usr/bin/env bash
 echo "$* commit=$BENCH_GIT_COMMIT" >> "$FAKE_LOG"
-case "$*" in
-  "-c import albumentations") exit "${FAKE_ALBU_RC:-0}";;
-  *nvidia.dali*) exit 1;;
-  "-c "*) echo "fake probe"; exit 0;;
-  "-m bench step-bench --help") exit 1;;
-  *pipeline-bench*) sleep "${FAKE_PIPELINE_SLEEP:-0}"; echo "device: 1 img/s";;
-  *) echo "ran: $*";;
+if [ "$1" = - ]; then cat > /dev/null; echo "torch 9 FakeGPU cudnn 1"; echo "albumentations: ${FAKE_ALBU:-installed}"; exit 0; fi
+dir=""; for a in "$@"; do case "$a" in --results-dir=*|--results_dir=*) dir=${a#*=};; esac; done
+kind=$3; [ "$1" = scripts/compile_warmup.py ] && kind=graph-run
+[ "$2" = pytest ] && kind=tests
+case "$kind" in
+  step-bench) printf 'step,compile\nnew,graph\n' > "$dir/step.csv"
+              echo "W1203 x.py:1] [0/0] [__cudagraphs] skipping cudagraphs due to mutated inputs (1 instances)";;
+  profile) mkdir -p "$dir/profiles/p-$RANDOM"; echo "| step | host ms |";;
+  race) mkdir -p "$dir/runs/r1"; printf 'run_id,preset,variant\nr1,fast,fast\n' > "$dir/runs.csv";;
+  tests) echo "tests/test_bn_relu.py::test_x[cuda] PASSED"; echo "=== 1 passed in 1.0s ===";;
 esac
+echo "ran: $*"
+if [ "$kind" = "${FAKE_SLOW:-}" ]; then
+  trap 'echo "signal INT" >> "$FAKE_LOG"; exit 130' INT; trap 'echo "signal TERM" >> "$FAKE_LOG"; exit 143' TERM
+  sleep 60 & wait
+fi
+if [ "$kind" = "${FAKE_STUBBORN:-}" ]; then trap "" INT; sleep 60; fi
+exit 0
 """
 
 
-def fake_check(tmp_path, phase, **env):
-    """The check with a stand-in python that logs each command: the orchestration, without a GPU."""
+def fake_check(tmp_path, phase, fake=FAKE_PYTHON, **env):
+    """The check with the stand-in python: the orchestration, without a GPU (or a CPU's seconds)."""
     py = tmp_path / "python"
-    py.write_text(FAKE_PYTHON)
+    py.write_text(fake)
     py.chmod(0o755)
     log, out = tmp_path / "calls.log", tmp_path / "out"
     full_env = {"PATH": "/usr/bin:/bin", "FAKE_LOG": str(log), "BENCH_GIT_COMMIT": "abc1234", "GPU_CHECK_UNPACK": "0",
@@ -54,35 +70,116 @@ def fake_check(tmp_path, phase, **env):
     return proc, log.read_text().splitlines() if log.exists() else [], out
 
 
-def test_nodata_phase_runs_its_steps_tars_one_file_and_prints_the_summary_last(tmp_path):
+def untar(out: Path, phase: str) -> dict[str, bytes]:
+    with tarfile.open(out / f"gpu-check-{phase}.tar.gz") as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+
+
+def test_nodata_phase_runs_its_steps_by_value_tars_one_file_and_prints_the_summary_last(tmp_path):
     proc, calls, out = fake_check(tmp_path, "nodata")
     assert proc.returncode == 0, proc.stderr
-    assert [p.name for p in out.iterdir()] == ["gpu-check-nodata.tar.gz"]
-    with tarfile.open(out / "gpu-check-nodata.tar.gz") as tar:
-        names = tar.getnames()
-        summary = tar.extractfile("gpu-check-nodata/summary.txt").read().decode()
-    assert {"gpu-check-nodata/steps.txt", "gpu-check-nodata/kernels.log"} <= set(names)
+    assert [p.name for p in out.iterdir()] == ["gpu-check-nodata.tar.gz"]  # the work folder is gone
+    files = untar(out, "nodata")
+    summary = files["gpu-check-nodata/summary.txt"].decode()
     assert proc.stdout.endswith(summary)  # the summary is the last thing printed
-    assert "step-bench skipped" in summary and "dali: unavailable" in summary and "git commit: abc1234" in summary
-    ran = [c for c in calls if c.startswith(("-m", "scripts/"))]
-    assert any("pytest" in c and "tests/test_bn_relu.py" in c for c in ran)
-    assert any("kernel-bench" in c for c in ran) and any("compile_warmup.py" in c for c in ran)
+    ran = [c for c in calls if not c.startswith("- ")]
+    order = ["-m bench step-bench", "-m pytest", "-m bench kernel-bench", "--compile=default", "--compile=reduce-overhead",
+             "--compile=graph --warmup_steps", "compile_warmup.py"]
+    assert [next(i for i, c in enumerate(ran) if o in c) for o in order] == list(range(len(order)))
+    assert "--compile-modes=off,default,reduce-overhead,graph" in ran[0] and "--batch-sizes=512" in ran[0]
+    assert "-v -rA" in ran[1] and "-k cuda" in ran[1]  # names of failures come back; CUDA-only tests
     assert not any("race" in c or "ladder" in c for c in ran)  # no data step in this phase
     assert all(c.endswith("commit=abc1234") for c in calls)  # passed through to every command
+    assert "[__cudagraphs] skipping cudagraphs due to mutated inputs" in summary  # the profiles' main answer
+    assert "1 passed" in summary and "git commit: abc1234" in summary
+    assert "gpu-check-nodata/results/step.csv" in files
 
 
-def test_data_phase_limits_each_step_and_skips_eager_without_albumentations(tmp_path):
-    proc, calls, out = fake_check(tmp_path, "data", FAKE_ALBU_RC="1", FAKE_PIPELINE_SLEEP="60", DATA_BUDGET_S="20")
+def test_a_step_cut_by_its_limit_keeps_its_rows_and_what_no_longer_fits_is_cut_in_one_line(tmp_path):
+    """A 70 s phase: 60 s after the 10 s kept for the tarball, the step bench gets them less the 15 s SIGKILL grace
+    (45 s), writes its row and is stopped by SIGINT; nothing after it fits."""
+    proc, calls, out = fake_check(tmp_path, "nodata", FAKE_SLOW="step-bench", GPU_CHECK_BUDGET_S="70")
     assert proc.returncode == 0, proc.stderr
-    with tarfile.open(out / "gpu-check-data.tar.gz") as tar:
-        steps = tar.extractfile("gpu-check-data/steps.txt").read().decode()
-    assert "pipeline rc=124" in steps and "stopped by its limit" in steps  # its 60 s sleep cut by the budget
-    assert "ladder skipped: the phase's budget is spent" in steps
-    assert "leaderboard rc=0" in steps  # the leaderboard keeps its own reserve
-    assert "eager skipped: albumentations is not installed" in proc.stdout
-    assert not any("--variant=eager" in c for c in calls)
+    assert "signal INT" in calls  # Python and pytest unwind on SIGINT and say what finished
+    files = untar(out, "nodata")
+    steps = files["gpu-check-nodata/steps.txt"].decode().splitlines()
+    assert "rc=124" in steps[0] and "stopped by its limit (SIGINT)" in steps[0]
+    assert files["gpu-check-nodata/results/step.csv"].decode().splitlines()[1] == "new,graph"
+    assert [s.split(" ")[0] for s in steps[1:]] == ["tests", "kernels", "profile-default", "profile-reduce-overhead",
+                                                    "profile-graph", "graph-run"]
+    assert all(" cut: " in s and "of the phase's budget, it needs about" in s for s in steps[1:])
 
 
-def test_an_unknown_phase_is_refused_in_one_line(tmp_path):
-    proc, _, out = fake_check(tmp_path, "everything")
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "nodata, data, all" in proc.stderr
+def test_a_step_that_ignores_sigint_is_killed_and_the_tarball_is_still_made(tmp_path):
+    proc, _, out = fake_check(tmp_path, "data", FAKE_STUBBORN="race", GPU_CHECK_LIMIT_S="2", FAKE_ALBU="no")
+    assert proc.returncode == 0, proc.stderr
+    steps = untar(out, "data")["gpu-check-data/steps.txt"].decode()
+    assert "race-fast rc=137" in steps and "SIGKILL" in steps
+    assert "pipeline rc=0" in steps
+    assert "eager baseline left out: albumentations is not installed" in proc.stdout
+
+
+def test_an_oversized_tarball_is_made_again_smaller_and_the_summary_says_what_was_left_out(tmp_path):
+    # a profile's trace that does not compress, and a PNG: together over the limit set below
+    fake = FAKE_PYTHON.replace('mkdir -p "$dir/profiles/p-$RANDOM"',
+                               'mkdir -p "$dir/profiles/p"; head -c 300000 /dev/urandom > "$dir/profiles/p/trace.json"; '
+                               'head -c 1000 /dev/urandom > "$dir/profiles/p/x.png"')
+    proc, _, out = fake_check(tmp_path, "nodata", fake, GPU_CHECK_MAX_TAR_BYTES="200000")
+    assert proc.returncode == 0, proc.stderr
+    files = untar(out, "nodata")
+    assert not any(n.endswith((".png", "trace.json")) for n in files) and "gpu-check-nodata/tests.log" in files
+    assert (out / "gpu-check-nodata.tar.gz").stat().st_size <= 200000
+    assert "left out: *.png trace.json" in files["gpu-check-nodata/summary.txt"].decode()
+
+
+@pytest.mark.parametrize("phase, says", [("all", "PHASE=all needs about 660 s"), ("everything", "nodata, data")])
+def test_phase_all_and_unknown_phases_are_refused_in_one_line(tmp_path, phase, says):
+    proc, calls, out = fake_check(tmp_path, phase)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and says in proc.stderr
+    assert calls == [] and not out.exists()
+
+
+def test_the_data_phase_needs_data_and_says_so_in_one_line(tmp_path):
+    proc, calls, _ = fake_check(tmp_path, "data", CIFAR10_DIR="")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "CIFAR10_DIR" in proc.stderr and calls == []
+
+
+def test_import_brings_back_a_nodata_tarball_rows_profiles_and_notes_and_is_idempotent(tmp_path):
+    from bench.results import ENV_COLUMNS, write_csv
+    check = tmp_path / "gpu-check-nodata"
+    res = check / "results"
+    row = {"timestamp": "t", **{c: "x" for c in ENV_COLUMNS}, "git_commit": "unknown", "step": "new",
+           "compile": "graph", "ms_per_step": "9.4"}
+    write_csv(res / "step.csv", list(row), [row])
+    write_csv(res / "kernels.csv", ["timestamp", "impl", "git_commit"], [{"timestamp": "t", "impl": "triton",
+                                                                          "git_commit": "unknown"}])
+    (res / "profiles" / "p1").mkdir(parents=True)
+    (res / "profiles" / "p1" / "top_ops.md").write_text("# Profile p1\n")
+    for name in ("summary.txt", "steps.txt", "notes.txt", "device.txt", "step-bench.log"):
+        (check / name).write_text(name)
+    tarball = tmp_path / "gpu-check-nodata.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(check, arcname="gpu-check-nodata")
+    dest = tmp_path / "results"
+    cmd = [sys.executable, str(ROOT / "scripts" / "import_runs.py"), str(tarball), "--name=h200-nodata",
+           f"--results-dir={dest}", "--git-commit=d9ecd36"]
+    for _ in range(2):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+    with open(dest / "step.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["compile"], r["git_commit"]) for r in rows] == [("graph", "d9ecd36")]  # once, commit set
+    assert (dest / "kernels.csv").read_text().count("triton") == 1
+    assert (dest / "profiles" / "p1" / "top_ops.md").is_file()
+    assert (dest / "imports" / "h200-nodata" / "summary.txt").read_text() == "summary.txt"
+    assert (dest / "imports" / "h200-nodata" / "step-bench.log").is_file()
+    provenance = (dest / "imports" / "h200-nodata.md").read_text()
+    assert "rows appended to step.csv: 1" in provenance and "profiles copied: p1" in provenance
+
+
+def test_import_refuses_what_holds_nothing_in_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "import_runs.py"), str(tmp_path / "empty"),
+                           "--name=x", f"--results-dir={tmp_path / 'r'}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "holds no gpu-check folder" in proc.stderr
+    assert not (tmp_path / "r").exists()
