@@ -28,7 +28,8 @@ def candidates(device_type: str, compile_modes: list[str]) -> list[dict[str, str
             for p, cl, c, n in itertools.product(["fp32", "bf16"], [False, True], compile_modes, norm)]
 
 
-def main(results_dir: str = "results", steps: int = 4, compile_modes: list[str] | None = None) -> int:
+def main(results_dir: str = "results", steps: int = 4, compile_modes: list[str] | None = None,
+         batch_size: int = 512) -> int:
     device = resolve_device("auto")
     compile_modes = compile_modes or (["off", "default", "max-autotune"] if device.type == "cuda" else ["off", "default"])
     fast = build_config("seed", "fast", "full", device_type=device.type)
@@ -36,7 +37,7 @@ def main(results_dir: str = "results", steps: int = 4, compile_modes: list[str] 
     env = environment(device)
     rows = []
     for cand in candidates(device.type, compile_modes):
-        over = {**cand, "train_subset": str(steps * fast.train.batch_size), "test_subset": "512", "epochs": "1",
+        over = {**cand, "batch_size": str(batch_size), "train_subset": str(steps * batch_size), "test_subset": "512", "epochs": "1",
                 "stop_at_target": "false", "warmup_steps": "2" if cand["compile"] != "off" else "1",
                 "pipeline": "device", "results_dir": results_dir}
         cfg = build_config("seed", None, "full", over, device.type)

@@ -9,27 +9,33 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 import torch
 
 from pipeline.cifar10 import DataError
 from pipeline.dali import DaliUnavailable
 
-from .config import LADDER, RECIPES, ConfigError, build_config, resolve_key
+from .config import LADDER, RECIPES, TRAIN_IMAGES, ConfigError, build_config, resolve_key
 from .distributed import env_is_main, shutdown
 from .preflight import MissingPackage, preflight
 from .results import ResultsError
 
 SMOKE_NOTE = ("no CUDA device: running the smoke profile (real data, 8,000 training images, 2 epochs); "
               "`make bench PROFILE=full` runs the full race to 90% here (hours on a CPU)")
+MAX_STEPS = 10_000  # a tool's timed or profiled steps
+MAX_BATCH = TRAIN_IMAGES  # the training split: no batch is larger
+MAX_RUNS = 10_000  # repeats per variant: a typo's extra zeros should not start a month of training
 LABELS = ("preset", "variant", "profile")  # chosen by options, recorded in the row: never overridden
 
 
 def parse_overrides(extra: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
+    given: dict[str, str] = {}  # resolved key -> the argument that set it
     for arg in extra:
         if not arg.startswith("--") or "=" not in arg:
             raise ConfigError(f"unexpected argument {arg!r}; config overrides are written --key=value")
@@ -38,8 +44,38 @@ def parse_overrides(extra: list[str]) -> dict[str, str]:
         if key in LABELS:
             raise ConfigError(f"--{key} is not an option of this command (race takes --variants=eager,fast; "
                               f"run, lr-find and show-config take --variant)")
-        out[resolve_key(key)] = value
+        resolved = resolve_key(key)
+        if resolved in given:  # the last would win silently: the row would not say which the user meant
+            raise ConfigError(f"{resolved} is given twice ({given[resolved]} and {arg}): give it once")
+        given[resolved] = arg
+        out[resolved] = value
     return out
+
+
+def comma_list(option: str, text: str) -> list[str]:
+    """`a,b` -> ['a', 'b']; a name twice is refused (the same seed would run twice and be pooled as two runs)."""
+    names = [v for v in text.split(",") if v]
+    twice = sorted({v for v in names if names.count(v) > 1})
+    if twice:
+        raise ConfigError(f"{option}={text} names {', '.join(twice)} twice: name each once "
+                          f"(--runs=N repeats each with seeds seed..seed+N-1)")
+    return names
+
+
+def tool_results_dir(path: str) -> str:
+    """A tool's --results-dir, checked before the benchmark runs and without creating it (the tool's own checks
+    come later): `~` expanded; a file in the way, or a folder that cannot be written, refused in one line (else the
+    tool would fail after its work, when it writes)."""
+    if not path.strip():
+        raise ConfigError("--results-dir is empty: give a folder, e.g. --results-dir=results")
+    path = os.path.expanduser(path)
+    existing = next(p for p in (Path(path).absolute(), *Path(path).absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ResultsError(f"results folder {path}: {existing} is a file, not a folder: pass --results-dir=<a folder>")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ResultsError(f"cannot write in results folder {existing}: make it writable or pass "
+                           f"--results-dir=<a writable folder>")
+    return path
 
 
 def auto_profile(profile: str) -> str:
@@ -53,6 +89,18 @@ def _refuse(kind: str, e: BaseException) -> int:
     if env_is_main():  # every torchrun rank refuses the same input; one line is enough
         print(f"{kind}: {e}", file=sys.stderr)
     return 2
+
+
+def _stopped(how: str, e: BaseException) -> None:
+    """One line on what a stop left: a run stopped while drawing its report has its row already."""
+    if not env_is_main():
+        return
+    run_id = getattr(e, "recorded_run", None)
+    if run_id:
+        print(f"{how} while writing the report of run {run_id}: its row is in runs.csv; the report may be "
+              f"incomplete: `make report RUN={run_id}` rebuilds it", file=sys.stderr)
+    else:
+        print(f"{how}: the unfinished run wrote no row; rows already written are intact", file=sys.stderr)
 
 
 class Terminated(BaseException):
@@ -76,15 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         return _refuse("data error", e)
     except (DaliUnavailable, MissingPackage) as e:
         return _refuse("missing package", e)
-    except KeyboardInterrupt:
-        if env_is_main():
-            print("interrupted (Ctrl-C): the unfinished run wrote no row; rows already written are intact",
-                  file=sys.stderr)
+    except KeyboardInterrupt as e:
+        _stopped("interrupted (Ctrl-C)", e)
         return 130
-    except Terminated:
-        if env_is_main():
-            print("terminated (SIGTERM): the unfinished run wrote no row; rows already written are intact",
-                  file=sys.stderr)
+    except Terminated as e:
+        _stopped("terminated (SIGTERM)", e)
         return 143
     finally:
         if main_thread:
@@ -119,9 +163,6 @@ def _parser() -> argparse.ArgumentParser:
     _option(lf, "--start-lr", type=float, default=1e-7)
     _option(lf, "--end-lr", type=float, default=10.0)
     _option(lf, "--num-iter", type=int, default=200)
-    for checked in (run, rc, lf):
-        _option(checked, "--dry-run", action="store_true", help="the checks only: exit 0 if the command would "
-                "start, else its one-line refusal (with WORLD_SIZE=N set, as a torchrun launch would see it)")
     lf.add_argument("--mode", default="exp", choices=["exp", "linear"])
     rp = sub.add_parser("report", help="rebuild results/runs/<run_id>/ report figures")
     rp.add_argument("run_id")
@@ -136,6 +177,9 @@ def _parser() -> argparse.ArgumentParser:
                         "+CUDA graphs -> +Triton BN+ReLU, one variant per rung, then a table")
     ld.add_argument("--rungs", dest="variants", default=",".join(LADDER), help="comma list of rungs (default: all)")
     ld.add_argument("--runs", type=int, default=1, help="repeats per rung (seeds seed, seed+1, ...)")
+    for checked in (run, rc, lf, ld):  # every command that trains
+        _option(checked, "--dry-run", action="store_true", help="the checks only: exit 0 if the command would "
+                "start, else its one-line refusal (with WORLD_SIZE=N set, as a torchrun launch would see it)")
     _tool_commands(sub, common)
     return parser
 
@@ -157,7 +201,8 @@ def _tool_commands(sub, common: argparse.ArgumentParser) -> None:
             "--results-dir", default="results")
     cf = sub.add_parser("choose-fast", help="measure img/s of each precision/layout/compile setting -> results/variants.csv")
     _option(cf, "--results-dir", default="results")
-    cf.add_argument("--steps", type=int, default=4, help="timed steps per candidate (batch 512)")
+    cf.add_argument("--steps", type=int, default=4, help="timed steps per candidate")
+    _option(cf, "--batch-size", type=int, default=512, help="images per step (the recipes' 512)")
     _option(cf, "--compile-modes", default="", help="comma list; default off,default (+max-autotune on CUDA)")
     pf = sub.add_parser("profile", help="torch.profiler over N warm steps of a variant -> results/profiles/<id>/")
     pf.add_argument("--preset", default="fast")
@@ -177,14 +222,19 @@ def _no_extra(command: str, extra: list[str], takes: str) -> None:
 def _pipeline_bench(args, extra: list[str]) -> int:
     from .pipeline_bench import main as pipeline_bench
     _no_extra("pipeline-bench", extra, "--pipelines, --rounds, --time-cap-s, --train-subset and --results-dir")
-    return pipeline_bench(args.results_dir, args.pipelines, args.rounds, args.time_cap_s, args.train_subset)
+    return pipeline_bench(tool_results_dir(args.results_dir), args.pipelines, args.rounds, args.time_cap_s, args.train_subset)
 
 
 def _step_bench(args, extra: list[str]) -> int:
-    from .step_bench import main as step_bench
-    if extra or args.steps < 0:
-        raise ConfigError("step-bench takes --batch-sizes, --steps>=0, --compile-modes and --results-dir only")
-    return step_bench(args.results_dir, args.batch_sizes, args.steps, compile_modes=args.compile_modes)
+    from .step_bench import main as step_bench, parse_batch_sizes
+    if extra or not 0 <= args.steps <= MAX_STEPS:
+        raise ConfigError(f"step-bench takes --batch-sizes, --steps in [0, {MAX_STEPS}], --compile-modes and "
+                          f"--results-dir only")
+    too_big = [b for b in parse_batch_sizes(args.batch_sizes) if b > MAX_BATCH]
+    if too_big:
+        raise ConfigError(f"step-bench --batch-sizes: {too_big[0]:,} is more than the {MAX_BATCH:,} training images; "
+                          f"give sizes in [1, {MAX_BATCH:,}], e.g. --batch-sizes=512,16")
+    return step_bench(tool_results_dir(args.results_dir), args.batch_sizes, args.steps, compile_modes=args.compile_modes)
 
 
 def _report(args, extra: list[str]) -> int:
@@ -196,20 +246,22 @@ def _report(args, extra: list[str]) -> int:
 
 def _choose_fast(args, extra: list[str]) -> int:
     from .choose import main as choose_fast
-    if extra or args.steps < 1:
-        raise ConfigError("choose-fast takes --steps>=1, --compile-modes and --results-dir only")
-    return choose_fast(args.results_dir, args.steps, [m for m in args.compile_modes.split(",") if m] or None)
+    if extra or not 1 <= args.steps <= MAX_STEPS or not 1 <= args.batch_size <= MAX_BATCH // args.steps:
+        raise ConfigError(f"choose-fast takes --steps in [1, {MAX_STEPS}], --batch-size with steps x batch at most "
+                          f"{MAX_BATCH:,} images, --compile-modes and --results-dir only")
+    return choose_fast(tool_results_dir(args.results_dir), args.steps,
+                       [m for m in args.compile_modes.split(",") if m] or None, args.batch_size)
 
 
 def _kernel_static(args, extra: list[str]) -> int:
     from .kernel_static import main as kernel_static
-    return kernel_static(args.results_dir, extra)  # its own options (--targets, --dtypes, ...) are parsed there
+    return kernel_static(tool_results_dir(args.results_dir), extra)  # its own options (--targets, --dtypes, ...) are parsed there
 
 
 def _kernel_bench(args, extra: list[str]) -> int:
     from .kernel_bench import main as kernel_bench
     _no_extra("kernel-bench", extra, "--dtypes, --layouts and --results-dir")
-    return kernel_bench(args.results_dir, args.dtypes, args.layouts)
+    return kernel_bench(tool_results_dir(args.results_dir), args.dtypes, args.layouts)
 
 
 def _leaderboard(args, extra: list[str]) -> int:
@@ -220,11 +272,12 @@ def _leaderboard(args, extra: list[str]) -> int:
 
 def _profile(args, extra: list[str]) -> int:
     overrides = parse_overrides(extra)
-    if args.steps < 1 or args.warmup < 0:
-        raise ConfigError("profile needs --steps >= 1 and --warmup >= 0")
+    if not (1 <= args.steps <= MAX_STEPS and 0 <= args.warmup <= MAX_STEPS):
+        raise ConfigError(f"profile needs --steps in [1, {MAX_STEPS}] and --warmup in [0, {MAX_STEPS}]")
     build_config(args.preset, args.variant, "full", overrides)  # a bad recipe or key: refused before any work
+    results_dir = tool_results_dir(args.results_dir)
     from .step_profile import main as profile_main
-    return profile_main(args.preset, args.variant, args.steps, args.warmup, overrides, args.results_dir)
+    return profile_main(args.preset, args.variant, args.steps, args.warmup, overrides, results_dir)
 
 
 def _show_config(args, extra: list[str]) -> int:
@@ -239,13 +292,17 @@ def _training(args, extra: list[str]) -> int:
     overrides = parse_overrides(extra)
     profile = auto_profile(args.profile)
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    variants = [args.variant] if args.command not in ("race", "ladder") else [v for v in args.variants.split(",") if v]
+    many = args.command in ("race", "ladder")
+    variants = comma_list("--variants" if args.command == "race" else "--rungs", args.variants) if many \
+        else [args.variant]
     if args.command == "ladder":
         from .ladder import runnable
         variants = runnable(variants, device_type)  # rungs that need CUDA skipped on a CPU, one line each
     cfgs = [build_config(args.preset, v, profile, overrides, device_type) for v in variants]
-    if args.command in ("race", "ladder") and (args.runs < 1 or not variants):
-        raise ConfigError(f"race needs --runs >= 1 (got {args.runs}) and at least one of --variants=eager,fast")
+    if many and not 1 <= args.runs <= MAX_RUNS:
+        raise ConfigError(f"{args.command} needs --runs in [1, {MAX_RUNS}] (got {args.runs})")
+    if not variants:
+        raise ConfigError(f"{args.command} needs at least one of --variants=eager,fast")
     if args.command == "lr-find" and (args.num_iter < 2 or not 0 < args.start_lr < args.end_lr < math.inf):
         raise ConfigError("lr-find needs --num-iter >= 2 and 0 < --start-lr < --end-lr, both finite")
     finder = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
@@ -15,6 +16,12 @@ from typing import Any, Callable
 
 class ConfigError(ValueError):
     """A config value or override is invalid; the message says which and what is allowed."""
+
+
+TRAIN_IMAGES = 50_000  # CIFAR-10's training split: no subset or batch is larger
+MAX_EPOCHS = 1_000  # the schedule is a list of every step's LR: 1e9 epochs would build one for minutes, silently
+MAX_WARMUP_STEPS = 1_000  # compilation and capture need a handful
+MAX_WORKERS = 256
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -39,7 +46,8 @@ class DataConfig:
         _one_of("data.pipeline", self.pipeline, ("device", "dali", "dataloader"))
         _check(self.train_subset >= 0, f"data.train_subset={self.train_subset} must be >= 0 (0 means all)")
         _check(self.test_subset >= 0, f"data.test_subset={self.test_subset} must be >= 0 (0 means all)")
-        _check(self.workers >= 0, f"data.workers={self.workers} must be >= 0")
+        _check(0 <= self.workers <= MAX_WORKERS, f"data.workers={self.workers} must be in [0, {MAX_WORKERS}]")
+        object.__setattr__(self, "data_dir", os.path.expanduser(self.data_dir))  # `~/x` as a shell would read it
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,8 @@ class OptimConfig:
         _check(0 < self.pct_start < 1, f"optim.pct_start={self.pct_start} must be in (0, 1)")
         _check(self.weight_decay >= 0, f"optim.weight_decay={self.weight_decay} must be >= 0")
         _check(0 <= self.momentum < 1, f"optim.momentum={self.momentum} must be in [0, 1)")
+        _check(self.momentum > 0 or self.optimizer != "sgd",
+               f"optim.momentum={self.momentum} with optim.optimizer=sgd: Nesterov SGD needs a momentum in (0, 1)")
         _check(0 <= self.label_smoothing < 1, f"optim.label_smoothing={self.label_smoothing} must be in [0, 1)")
         _check(0 <= self.ema_decay < 1, f"optim.ema_decay={self.ema_decay} must be in [0, 1)")
         _check(self.ema_every >= 1, f"optim.ema_every={self.ema_every} must be >= 1")
@@ -148,13 +158,16 @@ class TrainConfig:
     tta: str = "none"  # test-time augmentation: none | flip | flip_translate (its cost counts toward the target)
 
     def __post_init__(self):
-        _check(self.batch_size >= 1, f"train.batch_size={self.batch_size} must be >= 1")
-        _check(self.eval_batch_size >= 1, f"train.eval_batch_size={self.eval_batch_size} must be >= 1")
-        _check(self.epochs >= 1, f"train.epochs={self.epochs} must be >= 1")
+        _check(1 <= self.batch_size <= TRAIN_IMAGES, f"train.batch_size={self.batch_size} must be in "
+               f"[1, {TRAIN_IMAGES:,}] (the training images)")
+        _check(1 <= self.eval_batch_size <= TRAIN_IMAGES, f"train.eval_batch_size={self.eval_batch_size} must be in "
+               f"[1, {TRAIN_IMAGES:,}]")
+        _check(1 <= self.epochs <= MAX_EPOCHS, f"train.epochs={self.epochs} must be in [1, {MAX_EPOCHS:,}]")
         _check(0 < self.target_acc <= 1.0, f"train.target_acc={self.target_acc} must be in (0, 1] (a fraction)")
         _check(self.eval_from >= 1, f"train.eval_from={self.eval_from} must be >= 1 (the last epoch is always "
                f"evaluated, so a value past train.epochs evaluates only the last)")
-        _check(self.warmup_steps >= 0, f"train.warmup_steps={self.warmup_steps} must be >= 0")
+        _check(0 <= self.warmup_steps <= MAX_WARMUP_STEPS,
+               f"train.warmup_steps={self.warmup_steps} must be in [0, {MAX_WARMUP_STEPS:,}]")
         _check(0 <= self.seed < 2 ** 63, f"train.seed={self.seed} must be in [0, 2**63) (torch's generators take 64 bits)")
         _check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
                f"train.device={self.device!r} must be auto, cpu, cuda or cuda:N (N a device index)")
@@ -180,6 +193,8 @@ class RunConfig:
 
     def __post_init__(self):
         _one_of("profile", self.profile, ("full", "smoke"))
+        _check(self.results_dir.strip() != "", "results_dir is empty: give a folder, e.g. --results_dir=results")
+        object.__setattr__(self, "results_dir", os.path.expanduser(self.results_dir))  # `~/res`, not `./~/res`
         for section in fields(self):  # inf/nan pass every range check written as a comparison with inf
             value = getattr(self, section.name)
             for f in fields(value) if dataclasses.is_dataclass(value) else ():

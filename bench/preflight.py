@@ -6,19 +6,19 @@ before any process group exists, and rank 0 alone prints.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
+import subprocess
 from pathlib import Path
 
 import torch
 
 from pipeline.cifar10 import resolve_data_dir, verify_md5
 
-from .config import ConfigError, RunConfig
+from .config import TRAIN_IMAGES, ConfigError, RunConfig
 from .distributed import env_world_size
 from .results import RUN_COLUMNS, check_csv, check_results_dir
-
-TRAIN_IMAGES = 50_000  # the training split when data.train_subset is 0
 
 
 class MissingPackage(RuntimeError):
@@ -73,6 +73,36 @@ def check_packages(cfg: RunConfig, device_type: str) -> None:
             os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+def check_cpp_compiler(cfg: RunConfig, device_type: str) -> None:
+    """torch.compile on a CPU generates C++ and builds it with the system compiler: without a working one the run
+    would fail in its warm-up, after the data load, with Inductor's traceback."""
+    if device_type != "cpu" or cfg.train.compile == "off":
+        return
+    why = cpp_compiler_problem()
+    if why:
+        raise MissingPackage(f"train.compile={cfg.train.compile} on a CPU builds C++ with the system compiler: {why}; "
+                             f"install one (e.g. apt install g++, or set CXX) or use --compile=off")
+
+
+@functools.cache
+def cpp_compiler_problem() -> str:
+    """'' when Inductor's C++ compiler is found and builds a one-line program; else what went wrong."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+        cxx = get_cpp_compiler()
+    except Exception as e:  # Inductor's own error when no candidate is on PATH
+        return f"none found ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    try:
+        done = subprocess.run([cxx, "-x", "c++", "-", "-o", os.devnull], input=b"int main() { return 0; }\n",
+                              capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"{cxx} could not run ({e})"
+    if done.returncode:
+        first = (done.stderr.decode(errors="replace").strip().splitlines() or ["no message"])[0]
+        return f"{cxx} failed to build a one-line program ({first})"
+    return ""
+
+
 def check_data(cfg: RunConfig) -> Path:
     """The data folder as training will read it: present, right sizes, readable, official MD5s (cached)."""
     return verify_md5(resolve_data_dir(cfg.data.data_dir or None))
@@ -83,7 +113,9 @@ def preflight(cfgs: list[RunConfig], csv_name: str = "runs.csv") -> None:
     world = env_world_size()
     for cfg in cfgs:
         check_batch(cfg, world)
-        check_packages(cfg, check_device(cfg))
+        device_type = check_device(cfg)
+        check_packages(cfg, device_type)
+        check_cpp_compiler(cfg, device_type)
     for results_dir in dict.fromkeys(cfg.results_dir for cfg in cfgs):
         check_results_dir(results_dir)
         check_csv(Path(results_dir) / csv_name, RUN_COLUMNS if csv_name == "runs.csv" else ())

@@ -12,6 +12,7 @@ evaluation when test-time augmentation is on).
 """
 from __future__ import annotations
 
+import io
 import math
 import secrets
 import time
@@ -36,7 +37,8 @@ from .distributed import DistInfo, all_reduce_sum, barrier, env_is_main, init_di
 from .ema import WeightEMA
 from .progress import Progress
 from .report import write_report
-from .results import EPOCH_COLUMNS, RUN_COLUMNS, ResultsError, append_row, commit_note, environment, write_csv
+from .results import (EPOCH_COLUMNS, RUN_COLUMNS, ResultsError, append_row, atomic_write, commit_note, environment,
+                      write_csv)
 from .step import TrainStep
 from .timer import Timer, synchronize
 
@@ -214,7 +216,13 @@ def warm_up(run: Run) -> float:
     state = {k: v.clone() for k, v in run.plain.state_dict().items()}
     x, y = next(iter(run.loader.epoch(0)))  # the timed steps' shape, dtype and layout
     run.model.train()
-    for _ in range(cfg.train.warmup_steps):
+    # the step's buffers (LR schedule, per-epoch losses) hold one epoch at least: a warm-up longer than an epoch
+    # would index past them, and needs no more steps than the run will take
+    steps = min(cfg.train.warmup_steps, len(run.loader))
+    if steps < cfg.train.warmup_steps and not run.quiet:
+        print(f"warm-up: {steps} of train.warmup_steps={cfg.train.warmup_steps} steps (an epoch has {steps})",
+              flush=True)
+    for _ in range(steps):
         run.step.step(x, y)
     bs, n = cfg.train.eval_batch_size, len(run.data.test_images)
     m = bs + n % bs if n > bs else n  # a full evaluation batch and the last, smaller one
@@ -345,14 +353,14 @@ def fit(cfg: RunConfig, data: CIFAR10 | None = None, quiet: bool = False,
     late = compiled_graphs() - run.warmup_graphs if t.compile != "off" and t.warmup_steps else 0
     if late and not run.quiet:
         print(f"note: {late} graphs were compiled after the warm-up, on the clock", flush=True)
-    steps_done = len(epochs) * len(run.loader) + (len(run.loader) if diverged else 0)
+    epochs_trained = len(epochs) + (1 if diverged else 0)  # a partial last batch counts its own images
     return RunResult(
         run_id=run_id or new_run_id(), status="diverged" if diverged else ("reached" if target_epoch else "not_reached"),
         epochs_run=len(epochs) + (1 if diverged else 0), target_epoch=None if diverged else target_epoch,
         time_to_target_s=None if diverged else time_to_target, train_time_s=train_time, eval_time_s=eval_time,
         warmup_s=run.warmup_s, wall_time_s=time.perf_counter() - wall0, data_wait_s=run.data_wait_s,
         final_test_acc=accs[-1] if accs else math.nan, best_test_acc=max(accs) if accs else math.nan,
-        images_per_s=steps_done * run.batch_size * info.world / train_time if train_time else 0.0,
+        images_per_s=epochs_trained * run.images_per_epoch / train_time if train_time else 0.0,
         diverged_at=diverged, diverged_reason=reason, late_graphs=late, epochs=epochs, model=run.model,
         preds=None if diverged or info.enabled or preds is None else preds.cpu().numpy().astype(np.uint8),
         env=run.env, info=info, data=run.data)
@@ -394,11 +402,16 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
             print(f"row appended to {cfg.results_dir}/runs.csv (run {run_id}); epoch log in {run_dir}/epochs.csv")
         if r.preds is not None:  # after the row: a failing figure must not cost the evidence
             try:
-                np.save(run_dir / "test_predictions.npy", r.preds)
+                buf = io.BytesIO()
+                np.save(buf, r.preds)
+                atomic_write(run_dir / "test_predictions.npy", buf.getvalue())  # a cut save leaves no stub
                 write_report(run_dir, cfg, r.data.to("cpu"), r.preds)
             except Exception as e:
                 print(f"report not written ({type(e).__name__}: {e}); the row is recorded; "
                       f"`make report RUN={run_id}` retries", flush=True)
+            except BaseException as e:  # Ctrl-C or SIGTERM while drawing: the CLI says the row is in, not lost
+                e.recorded_run = run_id
+                raise
     if not quiet and main:
         print(summary_line(cfg, r, r.env))
     return r

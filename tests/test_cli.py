@@ -8,9 +8,25 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.cli import main
+from bench.cli import main as cli_main
+from bench.config import resolve_key
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str]) -> int:
+    """The CLI on `base` with some keys changed: a later `--key=value` replaces an earlier one of the same key
+    (the CLI itself refuses a key given twice; `test_a_key_given_twice_is_refused` calls it as typed)."""
+    keyed: dict[str, str] = {}
+    for arg in argv:
+        name = arg[2:].split("=", 1)[0].replace("-", "_") if arg.startswith("--") and "=" in arg else None
+        try:
+            key = resolve_key(name) if name else arg
+        except Exception:
+            key = name
+        keyed.pop(key, None)
+        keyed[key] = arg
+    return cli_main(list(keyed.values()))
 
 
 @pytest.fixture(autouse=True)
@@ -251,3 +267,135 @@ def test_lr_from_finder_without_a_suggestion_is_one_line(capsys, base, monkeypat
     rc = main(["run", "--lr-from-finder", *base])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "no suggestion" in err and "--lr_max" in err, err
+
+
+# ---- reliability round 3: each of these failed (a traceback, a wrong line, or a silent misreading) before its fix
+
+@pytest.fixture
+def tiny(tmp_path, cifar_dir):
+    """Arguments of a real run that trains in seconds: 64 images, batches of 32, one epoch."""
+    return ["--profile=full", f"--data_dir={cifar_dir}", "--train_subset=64", "--test_subset=64", "--epochs=1",
+            "--batch_size=32", "--eval_batch_size=64", f"--results_dir={tmp_path / 'res'}"]
+
+
+def rows(tmp_path) -> list[dict]:
+    import csv
+    with open(tmp_path / "res" / "runs.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_ladder_dry_run_checks_without_training(capsys, trained, base):
+    assert main(["ladder", *base, "--rungs=eager,device", "--dry-run"]) == 0 and trained == []
+    out = capsys.readouterr().out
+    assert out.startswith("checks passed: ladder would start") and "/eager, " in out and out.endswith("/device)\n"), out
+
+
+def test_a_warm_up_longer_than_the_run_trains(capsys, tiny, tmp_path):
+    """Two steps an epoch, five warm-up steps asked: the warm-up takes the two (it indexed past the schedule)."""
+    assert main(["run", "--preset=fast", "--variant=fast", *tiny, "--warmup_steps=5"]) == 0
+    assert "warm-up: 2 of train.warmup_steps=5 steps" in capsys.readouterr().out
+    assert len(rows(tmp_path)) == 1
+
+
+def test_a_partial_last_batch_counts_its_own_images(tiny, tmp_path):
+    """33 images in batches of 32 without drop_last: 33 images an epoch, not 64."""
+    argv = [a for a in tiny if not a.startswith("--train_subset")]
+    assert main(["run", "--variant=fast", *argv, "--train_subset=33", "--drop_last=false"]) == 0
+    (row,) = rows(tmp_path)
+    assert float(row["images_per_s"]) * float(row["train_time_s"]) == pytest.approx(33, rel=1e-3)
+
+
+def test_ctrl_c_while_drawing_the_report_says_the_row_is_in(capsys, tiny, tmp_path, monkeypatch):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr("bench.train.write_report", interrupted)
+    assert main(["run", "--variant=fast", *tiny]) == 130
+    err = capsys.readouterr().err
+    (row,) = rows(tmp_path)
+    assert f"while writing the report of run {row['run_id']}: its row is in runs.csv" in err, err
+    assert f"make report RUN={row['run_id']}" in err and "wrote no row" not in err
+    npy = tmp_path / "res" / "runs" / row["run_id"] / "test_predictions.npy"
+    assert npy.stat().st_size > 64  # saved whole before the report began
+
+
+@pytest.mark.parametrize("cmd", ["run", "lr-find", "race"])
+def test_sgd_without_momentum_is_refused(capsys, trained, base, cmd):
+    refused(capsys, [cmd, *base, "--preset=fast", "--momentum=0"], "Nesterov SGD needs a momentum", trained=trained)
+
+
+def test_profile_refuses_sgd_without_momentum(capsys, monkeypatch):
+    monkeypatch.setattr("bench.step_profile.main", lambda *a, **k: pytest.fail("profiled"))
+    refused(capsys, ["profile", "--momentum=0"], "Nesterov SGD needs a momentum")
+
+
+@pytest.mark.parametrize("arg, needle", [
+    ("--epochs=1000000000", "train.epochs=1000000000 must be in [1, 1,000]"),
+    ("--warmup_steps=100000000000000000000", "train.warmup_steps"),
+    ("--workers=100000", "data.workers=100000 must be in [0, 256]"),
+    ("--batch_size=100000000", "train.batch_size=100000000 must be in [1, 50,000]"),
+    ("--eval_batch_size=100000000", "train.eval_batch_size"),
+])
+def test_absurd_sizes_are_refused(capsys, trained, base, arg, needle):
+    refused(capsys, ["run", *base, arg], needle, trained=trained)
+
+
+def test_absurd_tool_sizes_are_refused(capsys, monkeypatch):
+    for tool in ("step_bench", "choose", "step_profile"):
+        monkeypatch.setattr(f"bench.{tool}.main", lambda *a, **k: pytest.fail("the tool ran"))
+    refused(capsys, ["step-bench", "--batch-sizes=100000000"], "100,000,000 is more than the 50,000")
+    refused(capsys, ["choose-fast", "--batch-size=100000"], "--batch-size")
+    refused(capsys, ["profile", "--steps=100000000"], "--steps in [1, 10000]")
+    refused(capsys, ["race", "--runs=100000000", "--dry-run"], "--runs in [1, 10000]")
+
+
+def test_a_compile_without_a_cpp_compiler_is_refused(capsys, trained, base, monkeypatch):
+    monkeypatch.setattr("bench.preflight.cpp_compiler_problem", lambda: "none found (no g++ on PATH)")
+    err = refused(capsys, ["run", *base, "--compile=default"], "none found (no g++ on PATH)", "--compile=off",
+                  trained=trained)
+    assert err.startswith("missing package:")
+    assert main(["run", *base]) == 0 and len(trained) == 1  # compile off needs no compiler
+
+
+def test_the_cpp_compiler_probe_sees_a_missing_compiler(monkeypatch):
+    from bench.preflight import cpp_compiler_problem
+    cpp_compiler_problem.cache_clear()
+    monkeypatch.setenv("PATH", "/nonexistent")
+    try:
+        assert "none found" in cpp_compiler_problem()
+    finally:
+        cpp_compiler_problem.cache_clear()
+
+
+def test_home_folders_are_expanded_and_an_empty_results_dir_refused(capsys, trained, base, tmp_path, monkeypatch,
+                                                                    cifar_dir):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "c10").symlink_to(cifar_dir)
+    assert main(["run", *base, "--results_dir=~/res", "--data_dir=~/c10"]) == 0
+    assert trained[-1].results_dir == str(tmp_path / "home" / "res")
+    assert trained[-1].data.data_dir == str(tmp_path / "home" / "c10")
+    assert not (tmp_path / "~").exists()
+    refused(capsys, ["run", *base, "--results_dir="], "results_dir is empty", trained=trained[:0])
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("cmd", [["step-bench"], ["profile"], ["pipeline-bench"], ["choose-fast"], ["kernel-bench"],
+                                 ["kernel-static"]])
+def test_a_tool_results_dir_that_is_a_file_is_refused_before_the_tool_runs(capsys, tmp_path, monkeypatch, cmd):
+    for tool in ("step_bench", "step_profile", "pipeline_bench", "choose", "kernel_bench", "kernel_static"):
+        monkeypatch.setattr(f"bench.{tool}.main", lambda *a, **k: pytest.fail("the tool ran"))
+    (tmp_path / "file").write_text("x")
+    refused(capsys, [*cmd, f"--results-dir={tmp_path / 'file' / 'sub'}"], "is a file, not a folder")
+
+
+def test_a_key_given_twice_is_refused(capsys, trained, base):
+    argv = ["run", *[a for a in base if not a.startswith("--epochs")], "--epochs=2", "--train.epochs=3"]
+    assert cli_main(argv) == 2 and trained == []
+    err = capsys.readouterr().err
+    assert err == "config error: train.epochs is given twice (--epochs=2 and --train.epochs=3): give it once\n", err
+
+
+@pytest.mark.parametrize("cmd, arg", [("race", "--variants=eager,fast,eager"), ("ladder", "--rungs=device,device")])
+def test_a_variant_named_twice_is_refused(capsys, trained, base, cmd, arg):
+    refused(capsys, [cmd, *base, arg, "--dry-run"], "twice", trained=trained)
