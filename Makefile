@@ -10,7 +10,7 @@ ARGS ?=
 OUT ?= out/gpu-check
 TORCH_PIN ?= torch==2.13.0
 GPUS ?= 1
-PHASE ?= all
+PHASE ?= nodata
 LADDER ?=
 MUTANTS ?=
 

@@ -5,11 +5,18 @@ training pass must move (kernels/bn_relu.py docstring): forward 3*E*b (read x fo
 write y), backward 5*E*b (read x and dy for the sums, read them again and write dx); the same byte counts are
 used for eager and compiled, so the columns compare time at equal work. Launches per call are counted with
 the CUDA profiler (kernels, memsets and copies on the device), forward alone and forward+backward minus
-forward. The card's copy bandwidth (read + write of 1 GiB) is measured in the same run as the ceiling.
+forward. The card's copy bandwidth (read + write of 1 GiB) is measured in the same run as the ceiling. Rows are
+appended shape by shape, so a run stopped by a time limit keeps the shapes it finished.
+With BENCH_CUDA_STANDIN=1 (the GPU check's rehearsal) a CPU runs the same loop: Triton interpreted, a synchronised
+clock instead of do_bench, no launch count, BENCH_KERNEL_BATCH images per shape (512 otherwise). Its rows name
+the CPU; they time nothing a GPU does.
 """
 from __future__ import annotations
 
+import os
+import statistics
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,6 +26,7 @@ from torch import nn
 from .results import ENV_COLUMNS, append_row, environment
 
 SHAPES = [(512, 64, 32, 32), (512, 128, 16, 16), (512, 256, 8, 8), (512, 512, 4, 4)]  # BN inputs of CustomResNet
+STANDIN_ENV = "BENCH_CUDA_STANDIN"
 KERNEL_COLUMNS = ("timestamp", *ENV_COLUMNS, "impl", "pass", "shape", "dtype", "layout", "ms_median", "ms_p20",
                   "ms_p80", "gb_per_s", "copy_gb_per_s", "pct_of_copy", "bytes", "launches")
 PASS_BYTES_PER_ELEMENT = {"forward": 3, "backward": 5}  # element-sized reads + writes each pass must make
@@ -46,11 +54,33 @@ def count_launches(fn, tensors=()) -> int:
     return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
 
 
+def cpu_bench(fn, quantiles=None, grad_to_none=(), reps: int = 5, return_mode: str = "median"):
+    """do_bench's answer on a CPU (the rehearsal): ms of `fn` by a perf_counter clock, median and quantiles."""
+    times = []
+    for _ in range(reps):
+        for t in grad_to_none:
+            t.grad = None
+        t0 = time.perf_counter()
+        fn()
+        times.append(1000 * (time.perf_counter() - t0))
+    if quantiles is None:
+        return statistics.median(times)
+    ordered = sorted(times)
+    return [ordered[min(len(ordered) - 1, int(q * len(ordered)))] if q != 0.5 else statistics.median(times)
+            for q in quantiles]
+
+
+def _bench(device: torch.device):
+    if device.type == "cuda":
+        from triton.testing import do_bench
+        return do_bench
+    return cpu_bench
+
+
 def copy_bandwidth_gbs(device: torch.device) -> float:
-    from triton.testing import do_bench
-    src = torch.empty(2**28, dtype=torch.float32, device=device)  # 1 GiB
+    src = torch.empty(2**28 if device.type == "cuda" else 2**24, dtype=torch.float32, device=device)  # 1 GiB (CPU: 64 MiB)
     dst = torch.empty_like(src)
-    ms = do_bench(lambda: dst.copy_(src), return_mode="median")
+    ms = _bench(device)(lambda: dst.copy_(src), return_mode="median")
     return 2 * src.numel() * 4 / (ms * 1e-3) / 1e9
 
 
@@ -67,11 +97,14 @@ def _impls():
     return {"triton": triton, "eager": eager, "compiled": compiled}
 
 
-def measure(device: torch.device, dtypes=(torch.float32, torch.bfloat16), layouts=("channels_last", "nchw")):
-    from triton.testing import do_bench
+def measure(device: torch.device, dtypes=(torch.float32, torch.bfloat16), layouts=("channels_last", "nchw"),
+            shapes=SHAPES):
+    """Yields each shape's rows as soon as that shape is measured."""
+    do_bench = _bench(device)
+    cuda = device.type == "cuda"
     copy_gbs = copy_bandwidth_gbs(device)
-    rows = []
-    for shape in SHAPES:
+    for shape in shapes:
+        rows = []
         for dtype in dtypes:
             for layout in layouts:
                 x = torch.randn(shape, device=device, dtype=dtype)
@@ -92,8 +125,8 @@ def measure(device: torch.device, dtypes=(torch.float32, torch.bfloat16), layout
                     fwd_bwd = do_bench(fwd_bwd_call, quantiles=[0.5, 0.2, 0.8],
                                        grad_to_none=[xg] + list(mod.parameters()))
                     bwd = [max(fb - f, 1e-6) for fb, f in zip(fwd_bwd, fwd)]
-                    n_fwd = count_launches(fwd_call)
-                    n_bwd = count_launches(fwd_bwd_call, [xg] + list(mod.parameters())) - n_fwd
+                    n_fwd = count_launches(fwd_call) if cuda else None  # the CUDA profiler counts them
+                    n_bwd = count_launches(fwd_bwd_call, [xg] + list(mod.parameters())) - n_fwd if cuda else None
                     for name, (med, p20, p80), launches in (("forward", fwd, n_fwd), ("backward", bwd, n_bwd)):
                         nbytes = pass_bytes(name, shape, x.element_size())
                         gbs = nbytes / (med * 1e-3) / 1e9
@@ -102,13 +135,16 @@ def measure(device: torch.device, dtypes=(torch.float32, torch.bfloat16), layout
                                      "ms_median": med, "ms_p20": p20, "ms_p80": p80, "gb_per_s": gbs,
                                      "copy_gb_per_s": copy_gbs, "pct_of_copy": 100 * gbs / copy_gbs,
                                      "bytes": nbytes, "launches": launches})
-    return rows
+        yield rows
 
 
-def table(rows: list[dict]) -> str:
+TABLE_HEADER = ["| shape | dtype | layout | pass | MB | triton ms | eager ms | compiled ms | launches t/e/c "
+                "| triton GB/s | % of copy |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+
+def table(rows: list[dict], header: bool = True) -> str:
     """Markdown: one line per (shape, dtype, layout, pass); ms and launches for each implementation."""
-    lines = ["| shape | dtype | layout | pass | MB | triton ms | eager ms | compiled ms | launches t/e/c "
-             "| triton GB/s | % of copy |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = list(TABLE_HEADER) if header else []
     keyed = {(r["shape"], r["dtype"], r["layout"], r["pass"], r["impl"]): r for r in rows}
     for (shape, dtype, layout, pas, impl), r in keyed.items():
         if impl != "triton":
@@ -116,7 +152,7 @@ def table(rows: list[dict]) -> str:
         e = keyed[(shape, dtype, layout, pas, "eager")]
         c = keyed[(shape, dtype, layout, pas, "compiled")]
         lines.append(f"| {shape} | {dtype} | {layout} | {pas} | {r['bytes'] / 1e6:.1f} | {r['ms_median']:.3f} | "
-                     f"{e['ms_median']:.3f} | {c['ms_median']:.3f} | {r['launches']}/{e['launches']}/{c['launches']} | "
+                     f"{e['ms_median']:.3f} | {c['ms_median']:.3f} | {'/'.join(str(k['launches'] if k['launches'] is not None else '-') for k in (r, e, c))} | "
                      f"{r['gb_per_s']:.0f} | {r['pct_of_copy']:.0f}% |")
     return "\n".join(lines)
 
@@ -134,18 +170,30 @@ def main(results_dir: str = "results", dtypes: str = "fp32,bf16", layouts: str =
     if not set(lays) <= {"channels_last", "nchw"}:
         print(f"config error: layouts={layouts!r}; choose from channels_last,nchw", file=sys.stderr)
         return 2
-    if not torch.cuda.is_available():
+    batch = os.environ.get("BENCH_KERNEL_BATCH", "512")
+    if not batch.isdigit() or int(batch) < 2:
+        print(f"config error: BENCH_KERNEL_BATCH={batch!r}: give an integer >= 2 (images per shape)", file=sys.stderr)
+        return 2
+    shapes = [(int(batch), *s[1:]) for s in SHAPES]
+    if torch.cuda.is_available():
+        device = torch.device("cuda")
+    elif os.environ.get(STANDIN_ENV) == "1":
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # read at Triton's first import, which comes after this
+        device = torch.device("cpu")
+    else:
         print("bench-kernels needs a CUDA device (it times GPU kernels); none is visible, no rows written.")
         return 0
-    device = torch.device("cuda")
-    rows = measure(device, dts, lays)
     env = environment(device)
-    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    for r in rows:
-        append_row(Path(results_dir) / "kernels.csv", {"timestamp": stamp, **env, **r}, KERNEL_COLUMNS)
-    print(f"device: {env['device']}; copy bandwidth {rows[0]['copy_gb_per_s']:.0f} GB/s")
-    print(table(rows))
-    print(f"{len(rows)} rows appended to {results_dir}/kernels.csv")
+    n = 0
+    for i, rows in enumerate(measure(device, dts, lays, shapes)):
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        for r in rows:  # shape by shape: a run cut by its time limit keeps the shapes it finished
+            append_row(Path(results_dir) / "kernels.csv", {"timestamp": stamp, **env, **r}, KERNEL_COLUMNS)
+        if i == 0:
+            print(f"device: {env['device']}; copy bandwidth {rows[0]['copy_gb_per_s']:.0f} GB/s")
+        print(table(rows, header=i == 0), flush=True)
+        n += len(rows)
+    print(f"{n} rows appended to {results_dir}/kernels.csv")
     return 0
 
 
