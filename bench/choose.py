@@ -37,9 +37,10 @@ def main(results_dir: str = "results", steps: int = 4, compile_modes: list[str] 
     env = environment(device)
     rows = []
     for cand in candidates(device.type, compile_modes):
-        over = {**cand, "batch_size": str(batch_size), "train_subset": str(steps * batch_size), "test_subset": "512", "epochs": "1",
-                "stop_at_target": "false", "warmup_steps": "2" if cand["compile"] != "off" else "1",
-                "pipeline": "device", "results_dir": results_dir}
+        # one evaluation batch: a run evaluates its last epoch, and this command times only the training steps
+        over = {**cand, "batch_size": str(batch_size), "train_subset": str(steps * batch_size),
+                "test_subset": str(batch_size), "epochs": "1", "stop_at_target": "false",
+                "warmup_steps": "2" if cand["compile"] != "off" else "1", "pipeline": "device", "results_dir": results_dir}
         cfg = build_config("seed", None, "full", over, device.type)
         torch._dynamo.reset()
         r = train(cfg, data, write=False, quiet=True)
