@@ -469,7 +469,7 @@ def parse_value(key: str, text: str, kind: type) -> Any:
 
 def apply_overrides(cfg: RunConfig, overrides: dict[str, str]) -> RunConfig:
     """Return cfg with `key=value` strings applied; each section is re-validated once, with all of its new
-    values in (so checks across keys, such as eval_from <= epochs, do not depend on the order given)."""
+    values in (so checks across keys, such as SGD needing a momentum, do not depend on the order given)."""
     types = leaf_keys()
     sections: dict[str, dict[str, Any]] = {}
     top: dict[str, Any] = {}

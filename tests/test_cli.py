@@ -399,3 +399,20 @@ def test_a_key_given_twice_is_refused(capsys, trained, base):
 @pytest.mark.parametrize("cmd, arg", [("race", "--variants=eager,fast,eager"), ("ladder", "--rungs=device,device")])
 def test_a_variant_named_twice_is_refused(capsys, trained, base, cmd, arg):
     refused(capsys, [cmd, *base, arg, "--dry-run"], "twice", trained=trained)
+
+
+def test_triton_kernel_without_triton_is_a_missing_package(capsys, trained, base, monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr("bench.preflight.importlib.util.find_spec", lambda name, *a: None if name == "triton"
+                        else real(name, *a))
+    err = refused(capsys, ["run", *base, "--norm_kernel=triton"], "needs the triton package", "--norm_kernel=eager",
+                  trained=trained)
+    assert err.startswith("missing package:")
+
+
+def test_a_cuda_index_past_the_last_device_is_refused(capsys, trained, base, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+    refused(capsys, ["run", *base, "--device=cuda:1"], "only 1 CUDA device(s) are visible", "cuda:0..cuda:0",
+            trained=trained)

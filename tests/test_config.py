@@ -106,3 +106,14 @@ def test_a_changed_recipe_is_named_as_such_in_the_row():
     assert cfg.init.whiten is False and cfg.optim.ema_every == 1 and cfg.aug.cutout_size == 8
     assert build_config("seed", None, "smoke", {"lr_max": "0.01"}).preset == "seed(lr_max=0.01)"
     assert build_config("seed", None, "smoke").preset == "seed"  # the profile's own changes are not overrides
+
+
+def test_cross_key_checks_do_not_depend_on_the_order():
+    """fast trains by SGD with momentum 0.9: momentum 0 is refused alone, accepted with Adam in either order (a
+    section validated after each key would refuse `momentum=0, optimizer=adam` on the way)."""
+    with pytest.raises(ConfigError, match="Nesterov SGD needs a momentum"):
+        build_config("fast", overrides={"optim.momentum": "0"})
+    for order in (["optim.momentum", "optim.optimizer"], ["optim.optimizer", "optim.momentum"]):
+        values = {"optim.momentum": "0", "optim.optimizer": "adam"}
+        cfg = build_config("fast", overrides={k: values[k] for k in order})
+        assert (cfg.optim.optimizer, cfg.optim.momentum) == ("adam", 0.0)
