@@ -226,14 +226,10 @@ def _pipeline_bench(args, extra: list[str]) -> int:
 
 
 def _step_bench(args, extra: list[str]) -> int:
-    from .step_bench import main as step_bench, parse_batch_sizes
+    from .step_bench import main as step_bench
     if extra or not 0 <= args.steps <= MAX_STEPS:
         raise ConfigError(f"step-bench takes --batch-sizes, --steps in [0, {MAX_STEPS}], --compile-modes and "
                           f"--results-dir only")
-    too_big = [b for b in parse_batch_sizes(args.batch_sizes) if b > MAX_BATCH]
-    if too_big:
-        raise ConfigError(f"step-bench --batch-sizes: {too_big[0]:,} is more than the {MAX_BATCH:,} training images; "
-                          f"give sizes in [1, {MAX_BATCH:,}], e.g. --batch-sizes=512,16")
     return step_bench(tool_results_dir(args.results_dir), args.batch_sizes, args.steps, compile_modes=args.compile_modes)
 
 

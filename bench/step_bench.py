@@ -22,7 +22,7 @@ from torch._dynamo.utils import counters
 
 from model.transforms import DTYPES, build_model
 
-from .config import COMPILE_MODES, ConfigError, build_config
+from .config import COMPILE_MODES, TRAIN_IMAGES, ConfigError, build_config
 from .ema import WeightEMA
 from .results import ENV_COLUMNS, append_row, environment
 from .step import PlainStep, TrainStep, cuda_standin
@@ -66,7 +66,12 @@ def parse_batch_sizes(text: str) -> list[int]:
     if not parts or not all(b.isdigit() and int(b) >= 1 for b in parts):
         raise ConfigError(f"step-bench --batch-sizes={text!r}: give positive integers separated by commas, "
                           f"e.g. --batch-sizes=512,16")
-    return [int(b) for b in parts]
+    sizes = [int(b) for b in parts]
+    too_big = [b for b in sizes if b > TRAIN_IMAGES]
+    if too_big:  # an allocation traceback otherwise, after the model is built
+        raise ConfigError(f"step-bench --batch-sizes: {too_big[0]:,} is more than the {TRAIN_IMAGES:,} training "
+                          f"images; give sizes in [1, {TRAIN_IMAGES:,}], e.g. --batch-sizes=512,16")
+    return sizes
 
 
 def main(results_dir: str = "results", batch_sizes: str = "512,16", steps: int = 0, warmup: int = 3,

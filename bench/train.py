@@ -353,14 +353,15 @@ def fit(cfg: RunConfig, data: CIFAR10 | None = None, quiet: bool = False,
     late = compiled_graphs() - run.warmup_graphs if t.compile != "off" and t.warmup_steps else 0
     if late and not run.quiet:
         print(f"note: {late} graphs were compiled after the warm-up, on the clock", flush=True)
-    epochs_trained = len(epochs) + (1 if diverged else 0)  # a partial last batch counts its own images
+    epochs_run = len(epochs) + (1 if diverged else 0)
     return RunResult(
         run_id=run_id or new_run_id(), status="diverged" if diverged else ("reached" if target_epoch else "not_reached"),
-        epochs_run=len(epochs) + (1 if diverged else 0), target_epoch=None if diverged else target_epoch,
+        epochs_run=epochs_run, target_epoch=None if diverged else target_epoch,
         time_to_target_s=None if diverged else time_to_target, train_time_s=train_time, eval_time_s=eval_time,
         warmup_s=run.warmup_s, wall_time_s=time.perf_counter() - wall0, data_wait_s=run.data_wait_s,
         final_test_acc=accs[-1] if accs else math.nan, best_test_acc=max(accs) if accs else math.nan,
-        images_per_s=epochs_trained * run.images_per_epoch / train_time if train_time else 0.0,
+        # images_per_epoch counts a partial last batch's own images, not a full batch
+        images_per_s=epochs_run * run.images_per_epoch / train_time if train_time else 0.0,
         diverged_at=diverged, diverged_reason=reason, late_graphs=late, epochs=epochs, model=run.model,
         preds=None if diverged or info.enabled or preds is None else preds.cpu().numpy().astype(np.uint8),
         env=run.env, info=info, data=run.data)
