@@ -1,14 +1,15 @@
 """A run's report under results/runs/<run_id>/: curves, confusion matrix, misclassified images, samples.
 
 Built from the run's evidence only: epochs.csv, test_predictions.npy (the final model's test predictions)
-and the config in runs.csv; images come from the data set. `make report RUN=<run_id>`, and written at
-the end of every recorded run.
+and the run's row in runs.csv (config, label, data fingerprint); images come from the data set the row's
+fingerprint names, never a download. `make report RUN=<run_id>`, and written at the end of every recorded run.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
+import os
 from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 
@@ -17,7 +18,8 @@ import pandas as pd
 import torch
 
 from pipeline import CIFAR10, CLASSES, MEAN, STD, load_cifar10, loader_spec, make_loader
-from pipeline.cifar10 import RECORDS_PER_FILE, TEST_FILES
+from pipeline.cifar10 import (RECORDS_PER_FILE, TEST_FILES, DataError, data_fingerprint, default_cache_dir,
+                              verify_dir)
 
 from .config import ConfigError, RunConfig, from_dict
 from .results import ResultsError, atomic_write, write_csv
@@ -54,26 +56,48 @@ def curve_labels(cfg: RunConfig) -> tuple[str, str]:
     return train, "test" + (f" ({', '.join(how)})" if how else "")
 
 
-def plot_curves(epochs: pd.DataFrame, path: Path, title: str, labels: tuple[str, str] = ("train", "test")) -> None:
-    plt = _plt()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    ax1.plot(epochs["epoch"], epochs["train_loss"], marker="o", label=labels[0])
-    ax1.plot(epochs["epoch"], epochs["test_loss"], marker="o", label=labels[1])
-    ax1.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
-    ax2.plot(epochs["epoch"], 100 * epochs["train_acc"], marker="o", label=labels[0])
-    ax2.plot(epochs["epoch"], 100 * epochs["test_acc"], marker="o", label=labels[1])
+def _accuracy_lines(ax, x: pd.Series, epochs: pd.DataFrame, labels: tuple[str, str]) -> None:
+    ax.plot(x, 100 * epochs["train_acc"], marker="o", label=labels[0])
+    ax.plot(x, 100 * epochs["test_acc"], marker="o", label=labels[1])
     for mode in ("flip", "none"):  # what a cheaper TTA scored with the same weights (logged under TTA)
         column = f"test_acc_tta_{mode}"
         if column in epochs and epochs[column].notna().any():
-            ax2.plot(epochs["epoch"], 100 * epochs[column], marker=".", ls="--", label=f"test, TTA {mode}")
+            ax.plot(x, 100 * epochs[column], marker=".", ls="--", label=f"test, TTA {mode}")
+
+
+def plot_curves(epochs: pd.DataFrame, path: Path, title: str, labels: tuple[str, str] = ("train", "test")):
+    """Loss and accuracy per epoch, and accuracy per training second; returns the (closed) figure."""
+    from matplotlib.ticker import MaxNLocator
+    plt = _plt()
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 4.2))
+    ax1.plot(epochs["epoch"], epochs["train_loss"], marker="o", label=labels[0])
+    ax1.plot(epochs["epoch"], epochs["test_loss"], marker="o", label=labels[1])
+    ax1.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
+    _accuracy_lines(ax2, epochs["epoch"], epochs, labels)
     ax2.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (ax1, ax2):
+    for ax in (ax1, ax2):  # whole epochs only: a 1-epoch run got ticks 0.96 ... 1.04 (min_n_ticks=1 lets one do)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        if len(epochs):
+            ax.set_xlim(0.5, epochs["epoch"].max() + 0.5)
+    # the clock the leaderboard ranks by: cumulative training time, evaluation excluded
+    times = epochs["train_time_s"] if "train_time_s" in epochs else pd.Series(dtype=float)
+    if times.notna().any():
+        _accuracy_lines(ax3, times, epochs, labels)
+        ax3.set_xlim(0, 1.05 * times.max())
+    else:
+        ax3.text(0.5, 0.5, "no train_time_s in this run's epoch log", ha="center", va="center",
+                 transform=ax3.transAxes)
+    ax3.set(xlabel="training time (s, evaluation excluded)", ylabel="accuracy (%)",
+            title="accuracy per training second")
+    for ax in (ax1, ax2, ax3):
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:
+            ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
+    return fig
 
 
 def plot_confusion(cm: np.ndarray, path: Path, title: str) -> None:
@@ -111,7 +135,8 @@ def mosaic(tiles: list[np.ndarray | None], cols: int, gap: int = 2, top: int = 0
     return out
 
 
-def plot_misclassified(images: torch.Tensor, labels: np.ndarray, preds: np.ndarray, path: Path, n: int = 25) -> int:
+def plot_misclassified(images: torch.Tensor, labels: np.ndarray, preds: np.ndarray, path: Path, title: str,
+                       n: int = 25) -> int:
     """A grid of the first `n` wrong test predictions (true / predicted); returns the total number wrong."""
     plt = _plt()
     wrong = np.flatnonzero(labels != preds)
@@ -125,14 +150,15 @@ def plot_misclassified(images: torch.Tensor, labels: np.ndarray, preds: np.ndarr
         ax.text(x + 16, y - 1, f"true {CLASSES[labels[i]]}\npred {CLASSES[preds[i]]}", ha="center", va="bottom",
                 fontsize=7)
     ax.axis("off")
-    fig.suptitle(f"misclassified test images: {len(wrong)} of {len(labels)} wrong (first {min(n, len(wrong))} shown)")
+    fig.suptitle(f"misclassified test images: {len(wrong)} of {len(labels)} wrong (first {min(n, len(wrong))} "
+                 f"shown)\n{title}")
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
     return len(wrong)
 
 
-def plot_samples(cfg: RunConfig, data: CIFAR10, path: Path, per_class: int = 8) -> None:
+def plot_samples(cfg: RunConfig, data: CIFAR10, path: Path, title: str, per_class: int = 8) -> None:
     """Training images per class after the run's augmentation (one batch of the device loader, un-normalised)."""
     plt = _plt()
     spec = replace(loader_spec(cfg, min(1024, len(data.train_images)), cfg.train.seed),
@@ -152,28 +178,29 @@ def plot_samples(cfg: RunConfig, data: CIFAR10, path: Path, per_class: int = 8) 
     for side in ax.spines.values():
         side.set_visible(False)
     fig.suptitle(f"training samples after augmentation (crop pad {cfg.aug.crop_padding}, flip {cfg.aug.flip}, "
-                 f"cutout {cfg.aug.cutout_size})", fontsize=9)
+                 f"cutout {cfg.aug.cutout_size})\n{title}", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
 
 
-def write_report(run_dir: Path, cfg: RunConfig, data: CIFAR10, preds: np.ndarray) -> dict:
-    """Write every report file into run_dir; returns a summary (accuracy from the confusion matrix, wrong count)."""
+def write_report(run_dir: Path, cfg: RunConfig, data: CIFAR10, preds: np.ndarray, label: str | None = None) -> dict:
+    """Write every report file into run_dir; returns a summary (accuracy from the confusion matrix, wrong count).
+    `label` is the run's row label (`fast+triton`), which every title shows; without it, the config's variant."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     labels = data.test_labels.cpu().numpy()[:len(preds)]
     images = data.test_images.cpu()[:len(preds)]
     epochs = pd.read_csv(run_dir / "epochs.csv")
-    title = f"{cfg.preset} / {cfg.variant} / {cfg.profile} (seed {cfg.train.seed})"
+    title = f"{cfg.preset} / {label or cfg.variant} / {cfg.profile} (seed {cfg.train.seed})"
     plot_curves(epochs, run_dir / "curves.png", title, curve_labels(cfg))
     cm = confusion(labels, preds)
     write_csv(run_dir / "confusion.csv", ["true"] + list(CLASSES),
               [{"true": CLASSES[i], **{CLASSES[j]: int(cm[i, j]) for j in range(10)}} for i in range(10)])
     acc = float(np.trace(cm) / cm.sum())
     plot_confusion(cm, run_dir / "confusion.png", f"confusion matrix, test accuracy {100 * acc:.2f}%\n{title}")
-    wrong = plot_misclassified(images, labels, preds, run_dir / "misclassified.png")
-    plot_samples(cfg, data, run_dir / "samples.png")
+    wrong = plot_misclassified(images, labels, preds, run_dir / "misclassified.png", title)
+    plot_samples(cfg, data, run_dir / "samples.png", title)
     return {"accuracy": acc, "wrong": wrong, "total": int(cm.sum())}
 
 
@@ -281,12 +308,51 @@ def _epochs(path: Path) -> pd.DataFrame:
     return epochs
 
 
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar-10-batches-bin"  # beside the checkout
+
+
+def data_places(cfg: RunConfig) -> list[tuple[Path, str]]:
+    """Where a run's data set may be, in the order looked, each with its name: the row's data.data_dir,
+    $CIFAR10_DIR, the download cache (what an empty data_dir read), the shared copy beside the checkout."""
+    places = [(Path(cfg.data.data_dir), "the row's data.data_dir")] if cfg.data.data_dir else []
+    if os.environ.get("CIFAR10_DIR"):
+        places.append((Path(os.environ["CIFAR10_DIR"]), "CIFAR10_DIR"))
+    return places + [(default_cache_dir() / "cifar-10-batches-bin", "the download cache"),
+                     (SHARED_DATA, "the shared copy")]
+
+
+def run_data_dir(row: dict[str, str], cfg: RunConfig, where: str) -> Path:
+    """The folder holding the data set the run read: the first place whose data_fingerprint is the row's. A row
+    without one (written before rows had it) gets the first place holding the files, and a line saying so.
+    Never a download: a report of other bytes than the run's would not be that run's report."""
+    wanted = (row.get("data_fingerprint") or "").strip()
+    seen = []
+    for path, name in data_places(cfg):
+        try:
+            verify_dir(path)  # sizes only: a folder without the files costs no hashing
+            got = data_fingerprint(path) if wanted else ""  # cached MD5s: a second report costs a stat per file
+        except DataError:
+            seen.append(f"{path} ({name}): {'not a CIFAR-10 folder' if path.exists() else 'does not exist'}")
+            continue
+        if not wanted:
+            print(f"{where} has no data_fingerprint (written before rows had one): reading {path} ({name}), "
+                  f"which could not be checksum-matched to the data the run read")
+            return path
+        if got == wanted:
+            return path
+        seen.append(f"{path} ({name}): {got}")
+    need = f"the data set with fingerprint {wanted}" if wanted else "a data set, and has no data_fingerprint"
+    raise ResultsError(f"{where} needs {need}; looked in {'; '.join(seen)}: set CIFAR10_DIR=<folder with "
+                       f"cifar-10-batches-bin> holding the data the run read")
+
+
 def report_for_run(run_id: str, results_dir: str = "results") -> dict:
     """`make report RUN=<run_id>`: rebuild a recorded run's report from its evidence. Every piece of evidence is
     checked before the data set is loaded or a figure written, so a defect costs one line naming it."""
     root = Path(results_dir)
     row = _run_row(root, run_id)
-    cfg = _run_config(row, f"run {run_id} in {root / 'runs.csv'}")
+    where = f"run {run_id} in {root / 'runs.csv'}"
+    cfg = _run_config(row, where)
     run_dir = root / "runs" / run_id
     if not run_dir.is_dir():
         raise ResultsError(f"{run_dir} {'is a file, not a folder' if run_dir.exists() else 'does not exist'}: the "
@@ -294,8 +360,10 @@ def report_for_run(run_id: str, results_dir: str = "results") -> dict:
     test_images = RECORDS_PER_FILE * len(TEST_FILES)
     preds = _predictions(run_dir / "test_predictions.npy", min(cfg.data.test_subset or test_images, test_images))
     _epochs(run_dir / "epochs.csv")
-    data = load_cifar10(cfg.data.data_dir or None, "cpu").subset(cfg.data.train_subset, cfg.data.test_subset)
-    summary = write_report(run_dir, cfg, data, preds)
+    data_dir = run_data_dir(row, cfg, where)
+    data = load_cifar10(data_dir, "cpu").subset(cfg.data.train_subset, cfg.data.test_subset)
+    label = (row.get("label") or "").strip() or (row.get("variant") or "").strip()  # the row's words, not today's
+    summary = write_report(run_dir, cfg, data, preds, label=label or None)
     print(f"report for {run_id} in {run_dir}: test accuracy {100 * summary['accuracy']:.2f}%, "
           f"{summary['wrong']} of {summary['total']} test images wrong")
     return summary

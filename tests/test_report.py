@@ -1,14 +1,20 @@
 """A recorded run's report: the files exist, are real PNGs, and the confusion matrix agrees with the row."""
 import csv
+import os
 import struct
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 
 from bench.cli import main
 from bench.config import build_config
-from bench.report import mosaic, report_for_run
+from bench.report import mosaic, plot_curves, report_for_run, write_report
 from bench.train import train
+from pipeline import CIFAR10
+from pipeline.cifar10 import FILE_BYTES, TEST_FILES, TRAIN_FILES, data_fingerprint
 
 FILES = ["curves.png", "confusion.png", "misclassified.png", "samples.png"]
 
@@ -48,26 +54,52 @@ def test_report_written_at_the_end_of_a_run_and_rebuilt_on_demand(tmp_path, cifa
 RUN_ID = "20260101-000000-abcdef"
 
 
+def fake_cifar_dir(root: Path, seed: int) -> Path:
+    """A cifar-10-batches-bin folder that passes every check: six full-size sparse files of all-zero records, the
+    first label byte `seed` % 10, so each seed has its own fingerprint and the folder costs no disk."""
+    d = root / "cifar-10-batches-bin"
+    d.mkdir(parents=True)
+    for name in TRAIN_FILES + TEST_FILES:
+        with open(d / name, "wb") as f:
+            f.write(bytes([seed % 10]))
+            f.truncate(FILE_BYTES)
+    return d
+
+
+def write_runs(res: Path, cfg_overrides: dict | None = None, **cells) -> None:
+    """runs.csv with another run's row, then RUN_ID's: its config (test_subset 300 plus `cfg_overrides`) and `cells`."""
+    cfg = build_config("seed", "fast", "full", {"test_subset": "300", **(cfg_overrides or {})}, "cpu")
+    rows = [{"run_id": "other", "config_json": "{}"}, {"run_id": RUN_ID, "config_json": cfg.to_json(), **cells}]
+    with open(res / "runs.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, ["run_id", "config_json", *cells])
+        w.writeheader()
+        w.writerows(rows)
+
+
 @pytest.fixture
 def evidence(tmp_path, monkeypatch):
     """A recorded run's evidence as train() leaves it (runs.csv row, epochs.csv, 300 test predictions), written by
-    hand; loading the data set stands for the report's first real work and is refused, so a test sees how far the
-    checks let a command get without training or reading 180 MB."""
+    hand, with a data folder in CIFAR10_DIR (the row has no fingerprint, as rows before fingerprints); loading the
+    data set stands for the report's first real work and is refused, naming the folder, so a test sees how far the
+    checks let a command get and where they looked, without training or reading 180 MB. The user's MD5 cache, the
+    download cache and the shared copy are out of reach; a download is refused."""
     res = tmp_path / "res"
     run_dir = res / "runs" / RUN_ID
     run_dir.mkdir(parents=True)
-    cfg = build_config("seed", "fast", "full", {"test_subset": "300"}, "cpu")
-    rows = [{"run_id": "other", "config_json": "{}"}, {"run_id": RUN_ID, "config_json": cfg.to_json()}]
-    with open(res / "runs.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, ["run_id", "config_json"])
-        w.writeheader()
-        w.writerows(rows)
+    write_runs(res)
     (run_dir / "epochs.csv").write_text("epoch,lr,train_loss,train_acc,test_loss,test_acc\n1,0.1,2.0,0.3,1.9,0.35\n")
     np.save(run_dir / "test_predictions.npy", np.arange(300) % 10)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("CIFAR10_DIR", str(fake_cifar_dir(tmp_path / "env", 1)))
+    monkeypatch.setattr("bench.report.SHARED_DATA", tmp_path / "no-shared-copy", raising=False)
 
-    def no_data(*a, **k):
-        raise AssertionError("DATA LOADED")
+    def no_data(data_dir=None, *a, **k):
+        raise AssertionError(f"DATA LOADED from {data_dir}")
     monkeypatch.setattr("bench.report.load_cifar10", no_data)
+
+    def no_download(*a, **k):
+        raise AssertionError("DOWNLOAD STARTED")
+    monkeypatch.setattr("pipeline.cifar10.download", no_download)
     return res
 
 
@@ -154,6 +186,49 @@ def test_a_bad_config_json_is_one_line(capsys, evidence, config_json, needles):
     refused_report(capsys, evidence, f"run {RUN_ID} in {runs}", *needles)
 
 
+PLACES = ("data_dir", "CIFAR10_DIR", "cache", "shared")  # where the report looks, in order
+
+
+@pytest.mark.parametrize("where", PLACES)
+def test_the_report_reads_the_data_whose_fingerprint_the_row_records(evidence, tmp_path, monkeypatch, where):
+    """Every place holds a data set; only the one at `where` has the row's fingerprint, and only it is read."""
+    other, wanted = fake_cifar_dir(tmp_path / "other", 3), fake_cifar_dir(tmp_path / "wanted", 4)
+    places = dict(zip(PLACES, (tmp_path / "row", tmp_path / "env2", tmp_path / "cache" / "cifar10-speedrun",
+                               tmp_path / "shared")))
+    for name, parent in places.items():
+        parent.mkdir(parents=True, exist_ok=True)
+        (parent / "cifar-10-batches-bin").symlink_to(wanted if name == where else other)
+    folders = {name: parent / "cifar-10-batches-bin" for name, parent in places.items()}
+    write_runs(evidence, {"data_dir": str(folders["data_dir"])}, data_fingerprint=data_fingerprint(wanted))
+    monkeypatch.setenv("CIFAR10_DIR", str(folders["CIFAR10_DIR"]))
+    monkeypatch.setattr("bench.report.SHARED_DATA", folders["shared"])
+    with pytest.raises(AssertionError, match=f"DATA LOADED from {folders[where]}$"):
+        main(["report", RUN_ID, f"--results-dir={evidence}"])
+
+
+def test_no_folder_with_the_rows_fingerprint_is_one_line_naming_it(capsys, evidence, tmp_path):
+    """The data the run read is nowhere in reach: refused, never downloaded, never another data set."""
+    write_runs(evidence, {"data_dir": str(tmp_path / "gone")}, data_fingerprint="md5:0123456789ab")
+    err = refused_report(capsys, evidence, "md5:0123456789ab", "set CIFAR10_DIR=<folder with cifar-10-batches-bin>",
+                         str(tmp_path / "gone"), os.environ["CIFAR10_DIR"])
+    assert data_fingerprint(Path(os.environ["CIFAR10_DIR"])) in err  # what the folder in reach holds instead
+
+
+def test_a_row_without_a_fingerprint_reads_the_first_data_set_found_and_says_so(capsys, evidence, tmp_path):
+    """A row from before fingerprints: the row's folder is gone, so the next place holding the files is read, with
+    one line saying it could not be checksum-matched."""
+    write_runs(evidence, {"data_dir": str(tmp_path / "gone")})
+    with pytest.raises(AssertionError, match=f"DATA LOADED from {os.environ['CIFAR10_DIR']}$"):
+        main(["report", RUN_ID, f"--results-dir={evidence}"])
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "could not be checksum-matched" in out and os.environ["CIFAR10_DIR"] in out, out
+
+
+def test_a_row_without_a_fingerprint_and_no_data_in_reach_is_one_line(capsys, evidence, monkeypatch):
+    monkeypatch.delenv("CIFAR10_DIR")
+    refused_report(capsys, evidence, "no data_fingerprint", "set CIFAR10_DIR=<folder with cifar-10-batches-bin>")
+
+
 @pytest.mark.parametrize("content, needles", [
     (b"", ("test_predictions.npy is not a readable .npy array", "rerun the run")),
     (np.arange(299) % 10, ("has 299 predictions, the run's config tests 300 images",)),
@@ -183,19 +258,89 @@ def test_curve_legends_say_what_each_curve_measures():
     assert curve_labels(build_config("fast5"))[1] == "test (EMA 0.99, flip_translate TTA)"
 
 
-def test_curves_show_the_cheaper_tta_scores_when_logged(tmp_path, monkeypatch):
-    import matplotlib.pyplot as plt
-    import pandas as pd
-    from bench.report import plot_curves
-    shown = []
-    monkeypatch.setattr(plt, "close", lambda fig: shown.append([ln.get_label() for ln in fig.axes[1].lines]))
+def test_curves_show_the_cheaper_tta_scores_when_logged(tmp_path):
     epochs = pd.DataFrame({"epoch": [1, 2], "train_loss": [2.0, 1.0], "test_loss": [None, 0.9],
-                           "train_acc": [0.3, 0.6], "test_acc": [None, 0.7],
+                           "train_acc": [0.3, 0.6], "test_acc": [None, 0.7], "train_time_s": [1.5, 3.0],
                            "test_acc_tta_flip": [None, 0.68], "test_acc_tta_none": [None, 0.66]})
-    plot_curves(epochs, tmp_path / "a.png", "t")
-    plot_curves(epochs.drop(columns=["test_acc_tta_flip", "test_acc_tta_none"]), tmp_path / "b.png", "t")
-    assert shown == [["train", "test", "test, TTA flip", "test, TTA none"], ["train", "test"]]
+    shown = [[ln.get_label() for ln in plot_curves(epochs, tmp_path / "a.png", "t").axes[i].lines] for i in (1, 2)]
+    assert shown == [["train", "test", "test, TTA flip", "test, TTA none"]] * 2  # per epoch and per second
+    no_tta = plot_curves(epochs.drop(columns=["test_acc_tta_flip", "test_acc_tta_none"]), tmp_path / "b.png", "t")
+    assert [ln.get_label() for ln in no_tta.axes[1].lines] == ["train", "test"]
     assert png_size(tmp_path / "a.png")[0] >= 300
+
+
+def xticks_shown(ax):
+    lo, hi = ax.get_xlim()
+    return [t for t in ax.get_xticks() if lo <= t <= hi]
+
+
+@pytest.mark.parametrize("n", [1, 3, 40])
+def test_curves_have_whole_epoch_ticks_and_accuracy_per_training_second(tmp_path, n):
+    """A 1-epoch run once got epoch ticks 0.96 ... 1.04; the accuracy is also drawn against the epoch log's
+    cumulative train_time_s, from zero, so runs of different speeds compare by time as well as by epoch."""
+    times = [1.25 * (e + 1) for e in range(n)]
+    epochs = pd.DataFrame({"epoch": range(1, n + 1), "train_loss": [2.0] * n, "test_loss": [1.9] * n,
+                           "train_acc": [0.3] * n, "test_acc": [0.35] * n, "train_time_s": times})
+    loss, acc, timed = plot_curves(epochs, tmp_path / "c.png", "t").axes
+    for ax in (loss, acc):
+        shown = xticks_shown(ax)
+        assert shown and all(t == int(t) for t in shown) and (n > 1 or shown == [1]), (n, shown)
+        assert ax.get_xlim()[0] <= 1 - 0.25 and ax.get_xlim()[1] >= n + 0.25  # every point clear of the edges
+    assert timed.get_xlabel().startswith("training time (s") and timed.get_title() == "accuracy per training second"
+    assert [list(ln.get_xdata()) for ln in timed.lines] == [times, times]
+    assert timed.get_xlim()[0] == 0 and timed.get_xlim()[1] > times[-1]
+
+
+def test_an_epoch_log_without_training_times_still_draws_and_says_so(tmp_path):
+    """Logs from before train_time_s was logged: the time panel says what is missing instead of failing."""
+    epochs = pd.DataFrame({"epoch": [1], "train_loss": [2.0], "test_loss": [1.9], "train_acc": [0.3], "test_acc": [0.35]})
+    timed = plot_curves(epochs, tmp_path / "c.png", "t").axes[2]
+    assert not timed.lines and "no train_time_s" in " ".join(t.get_text() for t in timed.texts)
+
+
+def tiny_data(n_test: int = 300) -> CIFAR10:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64 + n_test, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.arange(64 + n_test) % 10
+    return CIFAR10(images[:64], labels[:64], images[64:], labels[64:])
+
+
+@pytest.fixture
+def titles(monkeypatch):
+    """{figure file: its suptitle and axes titles}, for every figure the report saves (nothing is written)."""
+    saved = {}
+    monkeypatch.setattr("bench.report._save", lambda fig, path: saved.__setitem__(
+        Path(path).name, " | ".join([fig.get_suptitle()] + [ax.get_title() for ax in fig.axes])))
+    return saved
+
+
+def test_a_run_report_is_titled_with_the_label_it_is_given(tmp_path, titles):
+    """At the end of a run the caller passes the row's label: every figure names it, not the config's variant."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "epochs.csv").write_text("epoch,train_loss,train_acc,test_loss,test_acc,train_time_s\n"
+                                        "1,2.0,0.3,1.9,0.35,1.5\n")
+    cfg = build_config("seed", "fast", "full", {"test_subset": "300"}, "cpu")
+    write_report(run_dir, cfg, tiny_data(), np.arange(300) % 10, label="fast+triton")
+    assert sorted(titles) == sorted(FILES)
+    for name, text in titles.items():
+        assert "seed / fast+triton / full (seed 0)" in text, (name, text)
+    titles.clear()
+    write_report(run_dir, cfg, tiny_data(), np.arange(300) % 10)  # a caller that passes no label: the variant
+    assert all("seed / fast / full (seed 0)" in text for text in titles.values()), titles
+
+
+@pytest.mark.parametrize("cells, shown", [
+    ({"variant": "fast", "label": "fast+triton"}, "seed / fast+triton / full"),
+    ({"variant": "eager", "label": ""}, "seed / eager / full"),  # an unlabelled row: its variant column
+    ({"variant": "eager"}, "seed / eager / full"),  # a row from before the label column
+])
+def test_a_rebuilt_report_is_titled_with_the_rows_label(evidence, monkeypatch, titles, cells, shown):
+    """The config in the row says variant fast; the title says what the row says."""
+    write_runs(evidence, **cells)
+    monkeypatch.setattr("bench.report.load_cifar10", lambda *a, **k: tiny_data(10_000))
+    report_for_run(RUN_ID, str(evidence))
+    assert all(shown in text for text in titles.values()) and len(titles) == len(FILES), titles
 
 
 def test_mosaic_puts_each_tile_in_its_cell_on_white():
@@ -209,8 +354,6 @@ def test_mosaic_puts_each_tile_in_its_cell_on_white():
 
 
 def test_a_report_killed_while_saving_a_figure_leaves_the_old_one(tmp_path, monkeypatch):
-    import pandas as pd
-    from bench.report import plot_curves
     path = tmp_path / "curves.png"
     path.write_bytes(b"the previous figure")
 
