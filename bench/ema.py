@@ -27,6 +27,10 @@ class WeightEMA:
         self._src_int = [s for s, f in zip(src, floating) if not f]
         self._dst_int = [d for d, f in zip(dst, floating) if not f]
 
+    def reset(self) -> None:
+        """Forget the updates so far (a warm-up's): the next update copies the model outright, as a new EMA's would."""
+        self.updates = 0
+
     @torch.no_grad()
     def update(self, step: int) -> None:
         """After optimiser step `step` (0-based, a host counter): average when (step + 1) is a multiple of `every`."""

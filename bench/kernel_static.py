@@ -10,7 +10,8 @@ and stores of the hot path (the code from the `_tile` call to the end of its blo
 reductions, the whole tile of the elementwise kernels; mapped through the PTX line info), its fp64
 instructions, and the ticket atomic. Predicted times use the bytes each pass must move (kernels/bn_relu.py
 docstring) at 100% and 60% of a copy bandwidth: H200 4,250 GB/s (measured 2026-11-28), A100 1,550 GB/s.
-Nothing here ran on a GPU. Each compile's read-out is cached under Triton's cache dir by its compile key.
+Nothing here ran on a GPU. Each compile's read-out is cached under Triton's cache dir by its compile key and a hash
+of the read-out code (`readout_version`): changed read-out code is rerun, not served from a warm cache.
 
 Triton must compile, not interpret: run in a process without TRITON_INTERPRET (main re-runs itself in a
 subprocess without it when it is set). Uses Triton 3.9's JITFunction binder and _pack_args (private API).
@@ -189,12 +190,31 @@ def _resources(cubin: bytes, ptx: str, capability: int, ptxas_log: str) -> dict:
                 spill_load_bytes=int(spill[2]))
 
 
+READOUT_CODE = ("hot_lines", "read_ptx", "_resources", "compile_and_read")  # what turns a compile into read-outs
+READOUT_PATTERNS = ("_LOC", "_FILE", "_MEM")
+
+
+def readout_version() -> str:
+    """A hash of the code that turns a compile into a cached read-out (functions and patterns): part of the cache
+    key, so that changed read-out code is rerun on a warm cache (a hand-kept suffix was forgotten when it changed)."""
+    g = globals()
+    text = "".join(inspect.getsource(g[name]) for name in READOUT_CODE)
+    text += "".join(g[name].pattern for name in READOUT_PATTERNS)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cache_key(src_hash: str, target, options) -> str:
+    """The disk cache's key of one compile's read-out: what is compiled, for which target, and the read-out code."""
+    text = f"{src_hash}-{target}-{sorted(options.__dict__.items())}-{readout_version()}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def compile_and_read(kernel, args, constexprs, capability: int, memo: dict) -> dict:
     """Compile one launch for a capability and read it (memo: this run; disk: Triton's cache dir)."""
     import triton
     from triton import knobs
     src, options, target = compile_source(kernel, args, constexprs, capability)
-    key = hashlib.sha256(f"{src.hash()}-{target}-{sorted(options.__dict__.items())}-v3".encode()).hexdigest()
+    key = cache_key(src.hash(), target, options)
     if key in memo:
         return memo[key]
     path = Path(knobs.cache.dir) / "kernel_static" / f"{key}.json"

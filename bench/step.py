@@ -8,7 +8,8 @@ forward graph and an update graph; `reduce-overhead`/`max-autotune` replay both 
 (`bench.ema.WeightEMA`) is applied every k steps from a host counter.
 
 `PlainStep` is the previous step (Python-float LR from OneCycleLR, per-step AveragedModel, loss and accuracy
-outside any graph): the reference the tests and `step-bench` compare against; training never uses it.
+outside any graph, and its own loss, groups and optimizers, not TrainStep's helpers): the reference the tests and
+`step-bench` compare against; training never uses it.
 """
 from __future__ import annotations
 
@@ -253,6 +254,7 @@ class TrainStep:
         self.scaled = [(g["lr"], g["lr_scale"]) for g in groups if g["lr_scale"] != 1]
         self.fp16 = cfg.train.precision == "fp16"  # a plain bool: Dynamo does not trace GradScaler's methods
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.fp16)  # fp16 only: syncs
+        self._scaler_start = self.scaler.state_dict()  # its scale and growth count at step 0 (reset puts them back)
         self.i = torch.zeros((), dtype=torch.long, device=device)  # global step
         self.j = torch.zeros((), dtype=torch.long, device=device)  # step within the epoch
         self.losses = torch.zeros(steps_per_epoch, device=device, dtype=dtype)  # (steps_per_epoch,)
@@ -327,17 +329,43 @@ class TrainStep:
         self.new_epoch()
         self.steps = 0
         if self.ema is not None:
-            self.ema.updates = 0
+            self.ema.reset()  # the next update copies the model outright: the warm-up's averages are gone
+        if self.fp16:  # a warm-up's overflows halve the loss scale and its clean steps count toward doubling it;
+            self.scaler.load_state_dict(self._scaler_start)  # in place, so a captured step keeps its tensors
 
 
 class PlainStep:
-    """The previous step, kept as the reference: float LR from OneCycleLR, AveragedModel every step."""
+    """The previous step, kept as the reference: float LR from OneCycleLR, AveragedModel every k steps.
+
+    It shares no code with TrainStep but the schedule (`one_cycle`, itself checked against OneCycleLR): its loss,
+    parameter groups, optimizers and Muon are written out here, so that a slip in TrainStep's helpers (a dropped
+    label smoothing, a misrouted weight decay) shows as a difference between the two, not as the same number twice.
+    """
 
     def __init__(self, model: torch.nn.Module, cfg: RunConfig, device: torch.device, total_steps: int):
         o = cfg.optim
         self.model, self.cfg, self.device = model, cfg, device
-        self.opt = make_optimizer(param_groups(model, cfg), cfg, o.lr_max / o.lr_div)
-        self.muon = make_muon(model, cfg, o.lr_max / o.lr_div)
+        lr0 = o.lr_max / o.lr_div
+        params = [p for p in model.parameters() if p.requires_grad]
+        filters = [p for p in params if p.ndim == 4] if o.muon_lr > 0 else []  # Muon's: the conv filters
+        in_muon = {id(p) for p in filters}
+        norm_bias = {id(m.bias) for m in model.modules() if isinstance(m, NORM_LAYERS) and m.bias is not None}
+        scaled = [p for p in params if id(p) in norm_bias and id(p) not in in_muon] if o.norm_bias_lr_scale != 1 else []
+        apart = in_muon | {id(p) for p in scaled}
+        rest = [p for p in params if id(p) not in apart]
+        groups = [{"params": rest, "lr_scale": 1.0}]
+        if scaled:  # the norm biases: LR x scale, weight decay / scale
+            groups.append({"params": scaled, "lr_scale": o.norm_bias_lr_scale,
+                           "weight_decay": o.weight_decay / o.norm_bias_lr_scale})
+        if o.optimizer == "adam":
+            self.opt = torch.optim.Adam(groups, lr=lr0, weight_decay=o.weight_decay)
+        else:
+            self.opt = torch.optim.SGD(groups, lr=lr0, momentum=o.momentum, nesterov=True, weight_decay=o.weight_decay)
+        self.muon = None
+        if filters:
+            self.muon = FilterMuon(filters, lr0, o.muon_momentum, o.muon_ns_steps,
+                                   None if cfg.train.precision == "fp32" else torch.bfloat16)
+            self.muon.param_groups[0]["lr_scale"] = o.muon_lr / o.lr_max  # its peak: muon_lr
         self.opts = [self.opt] + ([self.muon] if self.muon else [])
         self.scheds = [one_cycle(opt, cfg, total_steps) for opt in self.opts]
         self.ema = None
@@ -348,7 +376,12 @@ class PlainStep:
         self.steps = 0
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, hits = loss_and_hits(self.model, x, y, self.cfg, self.device)
+        with autocast(self.device, self.cfg.train.precision):
+            logits = self.model(x)
+        if logits.dtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()
+        loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.optim.label_smoothing)
+        hits = (logits.detach().argmax(1) == y).sum()
         for opt in self.opts:
             opt.zero_grad(set_to_none=True)
         loss.backward()

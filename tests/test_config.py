@@ -3,7 +3,7 @@ import json
 import pytest
 
 from bench.cli import main, parse_overrides
-from bench.config import ConfigError, RunConfig, build_config, cpu_has_native_bf16, from_dict, seed_recipe
+from bench.config import ConfigError, RunConfig, build_config, from_dict, seed_recipe
 
 
 def test_seed_recipe_is_the_reference():
@@ -46,13 +46,15 @@ def test_unknown_preset_variant_profile():
             build_config(**kwargs)
 
 
-def test_variants_differ_where_they_should():
+@pytest.mark.parametrize("native, precision", [(True, "bf16"), (False, "fp32")])
+def test_variants_differ_where_they_should(monkeypatch, native, precision):
+    """The CPU's bf16 probe stood in both ways (tests/test_variant_choice.py covers each kind of machine)."""
+    monkeypatch.setattr("bench.machine.cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr("bench.config.cpu_has_native_bf16", lambda: native, raising=False)
     eager = build_config("seed", "eager", "full", device_type="cpu")
     fast = build_config("seed", "fast", "full", device_type="cpu")
     assert (eager.data.pipeline, eager.train.precision, eager.train.channels_last) == ("dataloader", "fp32", False)
-    native = cpu_has_native_bf16()
-    assert (fast.data.pipeline, fast.train.precision, fast.train.channels_last) == (
-        "device", "bf16" if native else "fp32", True)
+    assert (fast.data.pipeline, fast.train.precision, fast.train.channels_last) == ("device", precision, True)
     assert build_config("seed", "fast", "full", device_type="cuda").train.precision == "bf16"
     assert fast.optim == eager.optim and fast.aug == eager.aug  # same recipe
     assert build_config("seed", "fast", "full", device_type="cuda").train.compile == "default"

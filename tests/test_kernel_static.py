@@ -7,6 +7,7 @@ for both targets; the tests read its rows. A compile error fails the fixture. Co
 their read-outs are cached under Triton's cache dir, so a second run reads them back (cold, 88 compiles: 76 s of
 CPU on a 2-core AVX2 EPYC; warm: 18 s).
 """
+import csv
 import json
 import os
 import subprocess
@@ -207,3 +208,120 @@ def test_a_results_path_that_cannot_take_the_csv_is_refused_before_any_compile(n
     with pytest.raises(ResultsError, match="kernels_static.csv does not exist: `python -m bench kernel-static"):
         kernel_static.main(str(tmp_path / "nowhere"), ["--table"])  # nothing written yet to show
     assert calls == []
+
+
+# ---- each column read from the field it names (stand-in compiles and tools, no compile) ----
+
+READ = dict(num_warps=4, shared_bytes=3000, async_copies=2, registers=77, stack_bytes=16, spill_store_bytes=8,
+            spill_load_bytes=24, hot_load_widest="ld.global.v4.b32", hot_store_widest="st.global.v2.b16",
+            hot_scalar_accesses=5, hot_f64_instructions=6, f64_instructions=9, ticket_atomic="atom.global.x",
+            compile_s=1.5)  # every value distinct, so a column read from the wrong field shows
+
+
+def test_static_rows_take_each_column_from_the_field_it_names(monkeypatch):
+    """Two launches of one pass: the first limited by its registers, the second by its shared memory."""
+    from types import SimpleNamespace
+    kernel = SimpleNamespace(fn=SimpleNamespace(__name__="_bn_relu_fwd_apply_kernel"))  # 2 accesses of x
+    reads = [dict(READ), dict(READ, shared_bytes=60000)]
+    monkeypatch.setattr(kernel_static, "pass_launches", lambda *a: [(kernel, (7, 3), (), {}), (kernel, (1, 1), (), {})])
+    monkeypatch.setattr(kernel_static, "compile_and_read", lambda *a: reads.pop(0))
+    rows = kernel_static.static_rows(("sm_80",), ("bf16",), ("nchw",), ("eval-fwd",), shapes=[(8, 16, 4, 4)],
+                                     log=lambda *_: None)
+    row = rows[0]
+    for column, value in READ.items():
+        if column in kernel_static.COLUMNS:
+            assert row[column] == value, column
+    assert "compile_s" not in row and set(row) == set(kernel_static.COLUMNS)
+    e_bytes = 2 * 8 * 16 * 4 * 4  # bf16
+    assert (row["target"], row["gpu"], row["kernel"], row["pass"], row["shape"], row["dtype"], row["layout"]) == (
+        "sm_80", "A100", "_bn_relu_fwd_apply_kernel", "eval-fwd", "8x16x4x4", "bf16", "nchw")
+    assert (row["grid_programs"], row["programs_per_sm"]) == (21, round(21 / 108, 2))  # 108 SMs on an A100
+    assert row["kernel_bytes"] == 2 * e_bytes and row["pass_bytes"] == 4 * e_bytes  # two launches of 2 accesses
+    assert (row["copy_gb_per_s"], row["pass_us_at_100pct"], row["pass_us_at_60pct"]) == (
+        1550.0, round(4 * e_bytes / 1550 / 1e3, 2), round(4 * e_bytes / (0.6 * 1550) / 1e3, 2))
+    # 77 registers -> 2560 per warp -> 25 warps -> 6 programs of 4 warps (threads allow 16, 3000 B of shared 55)
+    assert (row["resident_per_sm"], row["occupancy_limit"]) == (6, "registers")
+    # 60,000 B of shared (+1,024 reserved) in an A100 SM's 164 KiB: 2 programs
+    assert (rows[1]["shared_bytes"], rows[1]["resident_per_sm"], rows[1]["occupancy_limit"]) == (60000, 2, "shared")
+
+
+def test_resources_reads_registers_stack_and_spills_from_their_fields(monkeypatch):
+    from types import SimpleNamespace
+    usage = "Function k:\n REG:40 STACK:24 SHARED:512 LOCAL:8 CONSTANT[0]:400 TEXTURE:0 SURFACE:0 SAMPLER:0\n"
+    log = "ptxas info    : Used 40 registers, 12 bytes spill stores, 20 bytes spill loads\n"
+    ran = []
+
+    def run(cmd, **k):
+        ran.append(cmd[0].rsplit("/", 1)[-1])
+        return SimpleNamespace(stdout=usage, stderr=log if "ptxas" in cmd[0] else "")
+    monkeypatch.setattr(kernel_static, "subprocess", SimpleNamespace(run=run))
+    ptx = ".version 8.7\n.target sm_90a\n"
+    want = dict(registers=40, stack_bytes=24, spill_store_bytes=12, spill_load_bytes=20)
+    assert kernel_static._resources(b"cubin", ptx, 90, log) == want and ran == ["cuobjdump"]
+    ran.clear()
+    assert kernel_static._resources(b"cubin", ptx, 90, "") == want  # no log from Triton: ptxas -v on the PTX
+    assert ran[0] == "cuobjdump" and ran[1].startswith("ptxas")
+
+
+def test_the_markdown_table_takes_each_cell_from_its_column(tmp_path):
+    row = {c: f"<{c}>" for c in kernel_static.COLUMNS}
+    row.update(dtype="bf16", layout="channels_last", **{"pass": "train-fwd"}, kernel="_bn_relu_fwd_stats_kernel",
+               spill_store_bytes="3", spill_load_bytes="4", pass_bytes="2500000")
+    with open(tmp_path / "k.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=kernel_static.COLUMNS)
+        w.writeheader()
+        w.writerow(row)
+    head, _, line = kernel_static.markdown_table(tmp_path / "k.csv").splitlines()
+    cells = dict(zip([h.strip() for h in head.strip("|").split("|")], [c.strip() for c in line.strip("|").split("|")]))
+    assert cells == {"target": "<target>", "pass": "train-fwd", "shape": "<shape>", "kernel": "fwd_stats",
+                     "programs": "<grid_programs>", "per SM": "<programs_per_sm>", "regs": "<registers>",
+                     "spill B": "7", "smem B": "<shared_bytes>", "resident/SM": "<resident_per_sm> (<occupancy_limit>)",
+                     "hot load": "<hot_load_widest>", "hot store": "<hot_store_widest>",
+                     "hot f64": "<hot_f64_instructions>", "pass MB": "2.5", "pass µs 100%": "<pass_us_at_100pct>",
+                     "pass µs 60%": "<pass_us_at_60pct>"}
+
+
+# ---- the disk cache of read-outs follows the read-out code ----
+
+def test_changed_readout_code_misses_the_disk_cache(monkeypatch):
+    """The read-outs are cached on disk by compile key and a hash of the read-out code: a change to any of its
+    functions or patterns gives another key, so a warm cache does not serve read-outs of the old code."""
+    import re
+    from types import SimpleNamespace
+    options = SimpleNamespace(num_warps=4)
+    key = kernel_static.cache_key("abc", "cuda:90", options)
+    assert key == kernel_static.cache_key("abc", "cuda:90", options)  # stable: a warm cache is used
+    assert key != kernel_static.cache_key("abd", "cuda:90", options) != kernel_static.cache_key("abc", "cuda:80", options)
+
+    def other(*a, **k):  # any other code
+        return {}
+    for name in kernel_static.READOUT_CODE:
+        with monkeypatch.context() as m:
+            m.setattr(kernel_static, name, other)
+            assert kernel_static.cache_key("abc", "cuda:90", options) != key, name
+    for name in kernel_static.READOUT_PATTERNS:
+        with monkeypatch.context() as m:
+            m.setattr(kernel_static, name, re.compile(getattr(kernel_static, name).pattern + "x"))
+            assert kernel_static.cache_key("abc", "cuda:90", options) != key, name
+    assert {"read_ptx", "_resources", "hot_lines", "compile_and_read"} <= set(kernel_static.READOUT_CODE)
+
+
+def test_compile_and_read_serves_the_disk_cache_only_under_todays_key(monkeypatch, tmp_path):
+    import triton
+    from types import SimpleNamespace
+
+    from triton import knobs
+    src, options = SimpleNamespace(hash=lambda: "abc"), SimpleNamespace(num_warps=4)
+    monkeypatch.setattr(kernel_static, "compile_source", lambda *a: (src, options, "cuda:90"))
+    monkeypatch.setattr(knobs.cache, "dir", str(tmp_path))
+    cached = tmp_path / "kernel_static" / f"{kernel_static.cache_key('abc', 'cuda:90', options)}.json"
+    cached.parent.mkdir()
+    cached.write_text(json.dumps({"registers": 99}))
+    assert kernel_static.compile_and_read(None, (), {}, 90, {}) == {"registers": 99}
+
+    def compile(*a, **k):
+        raise RuntimeError("compiled")
+    monkeypatch.setattr(triton, "compile", compile)
+    monkeypatch.setattr(kernel_static, "readout_version", lambda: "changed read-out code")
+    with pytest.raises(RuntimeError, match="compiled"):  # the old read-out is not served
+        kernel_static.compile_and_read(None, (), {}, 90, {})

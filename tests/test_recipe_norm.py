@@ -36,8 +36,10 @@ def test_norm_biases_take_the_scaled_lr_and_the_divided_weight_decay():
     F.cross_entropy(model(x), y).backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
-    biases = {id(p) for p in norm_biases(model)}
+    # the network's norm layers' shifts, found here by their type (not by norm_biases, the code under test)
+    biases = {id(m.bias) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
     assert len(biases) == 8  # one per norm layer of the network
+    assert {id(p) for p in norm_biases(model)} == biases
     step = TrainStep(model, cfg, torch.device("cpu"), 1, 1)
     step.step(x, y)
     for name, p in model.named_parameters():
