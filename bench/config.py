@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
+from .machine import cpu_has_native_bf16
+
 
 class ConfigError(ValueError):
     """A config value or override is invalid; the message says which and what is allowed."""
@@ -290,14 +292,6 @@ def eager_variant(cfg: RunConfig, device_type: str) -> RunConfig:
                    train=replace(cfg.train, precision="fp32", channels_last=False, compile="off", warmup_steps=0))
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU runs bf16 convolutions natively (oneDNN with AVX512-BF16 or AMX). Without, oneDNN's bf16
-    path is a reference one: a 128x128x32x32 3x3 convolution took 2.54 s in bf16 vs 0.33 s in fp32, both
-    channels-last (AVX2 AMD EPYC, 2 cores, 2026-12-01, timed by hand with F.conv2d)."""
-    import torch  # here, not at the top: the config tree itself needs no torch
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
 def fast_variant(cfg: RunConfig, device_type: str) -> RunConfig:
     """The fastest settings measured per device type (see docs/variants.md).
 
@@ -374,6 +368,21 @@ def build_config(preset: str = "seed", variant: str | None = None, profile: str 
     changed = apply_overrides(cfg, overrides or {})
     changes = recipe_changes(cfg, changed)
     return replace(changed, preset=f"{preset}({', '.join(changes)})") if changes else changed
+
+
+def axis_settings(cfg: RunConfig) -> dict[str, str]:
+    """A config's execution settings, the axes a variant sets (as the row's columns spell them)."""
+    return {"pipeline": cfg.data.pipeline, "precision": cfg.train.precision,
+            "channels_last": str(cfg.train.channels_last), "compile": cfg.train.compile,
+            "norm_kernel": cfg.model.norm_kernel}
+
+
+def variant_settings(cfg: RunConfig, device_type: str) -> dict[str, str] | None:
+    """The settings `cfg`'s variant gives its recipe on this device type, on this machine, now (None for a run
+    without a variant). Asked once, when the run is recorded: the row keeps the answer."""
+    if cfg.variant not in VARIANTS:
+        return None
+    return axis_settings(build_config(base_preset(cfg.preset), cfg.variant, cfg.profile, {}, device_type))
 
 
 def base_preset(label: str) -> str:

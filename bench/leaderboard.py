@@ -6,9 +6,12 @@ time to target, the totals add up. A row that cannot be read (a missing number, 
 a repeated run_id) is refused with its reason; the rest still ranks. Runs that never reached the target are
 listed apart, never ranked; run folders without a row (killed runs) are listed apart too.
 
-Runs are compared only with runs of the same event (device, recipe, profile, target, data sizes) and pooled
-only with runs of the same variant settings (pipeline, precision, layout, compile mode, norm kernel). A
-variant run with a setting overridden is shown with it (`fast+triton`).
+Runs are compared only with runs of the same event (machine, recipe, profile, target, data sizes) and pooled
+only under the same label, the one the run wrote into its row (`fast`, `fast+triton` for a setting overridden).
+Nothing here asks today's code or today's machine what an old row meant: a machine is named by its row's name and
+facts (bench/machine.py), a variant by its row's label (bench/records.py). Each recipe and label is read as a
+distribution: the share of runs that reached the target with its 95% interval, time to target as median, range and
+olympic mean, accuracy per epoch as mean ± 95% interval.
 """
 from __future__ import annotations
 
@@ -22,12 +25,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import LADDER, ConfigError, base_preset, build_config
+from .config import LADDER
+from .machine import device_heading
+from .records import AXES, row_label
 from .results import atomic_write
+from .stats import mean_cell, mean_ci, olympic_mean, share_cell, wilson
 
 REL = 1e-3  # agreement tolerance for times read back from CSV (6 significant digits are written)
-EVENT = ["device", "preset", "profile", "target_acc", "train_images", "test_images"]  # runs raced against each other
-AXES = ["pipeline", "precision", "channels_last", "compile", "norm_kernel"]  # a variant's settings
+EVENT = ["machine", "preset", "profile", "target_acc", "train_images", "test_images"]  # runs raced against each other
 NUMERIC = ["epochs_run", "target_acc", "target_epoch", "time_to_target_s", "train_time_s", "eval_time_s",
            "warmup_s", "data_wait_s", "final_test_acc", "best_test_acc", "images_per_s", "train_images", "test_images"]
 STANDARD = {"full": (50000, 10000), "smoke": (8000, 2000)}  # data sizes of each profile (plot names omit them)
@@ -181,54 +186,16 @@ def load(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         else:
             ok.append(rec)
     df = pd.DataFrame(ok, columns=list(rows[0]) if rows else ["run_id"])
-    for name in NUMERIC + AXES + EVENT:
+    for name in NUMERIC + list(AXES) + EVENT + ["device", "device_facts", "label"]:
         if name not in df:
             df[name] = math.nan if name in NUMERIC else ""
+    records = df.to_dict("records")
+    df["label"] = [row_label(r) for r in records]
+    df["machine"] = [device_heading(str(r["device"]), "" if pd.isna(r["device_facts"]) else str(r["device_facts"]))
+                     for r in records]
     for name in NUMERIC:
         df[name] = pd.to_numeric(df[name], errors="coerce")
-    df["label"] = [variant_label(r) for r in df.to_dict("records")]
     return df, pd.DataFrame(refused, columns=["run_id", "variant", "reason"])
-
-
-def _token(axis: str, value: str) -> str:
-    if axis == "channels_last":
-        return "channels-last" if value == "True" else "nchw"
-    if axis == "compile":
-        return f"compile={value}"
-    if axis == "norm_kernel":
-        return "triton" if value == "triton" else f"norm={value}"
-    return value  # a pipeline or a precision names itself
-
-
-_DEFINED: dict[tuple, dict | None] = {}
-
-
-def defined_settings(preset: str, variant: str, profile: str, device_type: str) -> dict[str, str] | None:
-    """The settings the variant gives the recipe on that device type today; None when either is unknown."""
-    key = (preset, variant, profile, device_type)
-    if key not in _DEFINED:
-        try:
-            cfg = build_config(preset, None if variant == "custom" else variant,
-                               profile if profile in STANDARD else "full", {}, device_type or "cpu")
-            _DEFINED[key] = {"pipeline": cfg.data.pipeline, "precision": cfg.train.precision,
-                             "channels_last": str(cfg.train.channels_last), "compile": cfg.train.compile,
-                             "norm_kernel": cfg.model.norm_kernel}
-        except ConfigError:
-            _DEFINED[key] = None
-    return _DEFINED[key]
-
-
-def variant_label(row: dict) -> str:
-    """The variant's name, plus each setting that differs from its definition (`fast+triton`)."""
-    name = str(row.get("variant") or "?")
-    actual = {a: str(row.get(a) if row.get(a) is not None else "") for a in AXES}
-    if any(v in ("", "nan") for v in actual.values()):
-        return name  # an older row without the settings columns
-    preset = base_preset(str(row.get("preset")))  # `fast(whiten=false)`: the variant defines fast's settings
-    defined = defined_settings(preset, name, str(row.get("profile")), str(row.get("device_type", "")))
-    if defined is None:
-        return f"{name}[{','.join(_token(a, actual[a]) for a in AXES)}]"
-    return name + "".join(f"+{_token(a, actual[a])}" for a in AXES if actual[a] != defined[a])
 
 
 def _groups(df: pd.DataFrame, keys: list[str]):
@@ -236,22 +203,31 @@ def _groups(df: pd.DataFrame, keys: list[str]):
 
 
 def ranking(ok: pd.DataFrame) -> pd.DataFrame:
-    """One row per event and variant label over the runs that reached the target, ranked within each event; `runs`
-    counts those, `tried` every accepted run of the label (a recipe that reaches on 1 seed of 3 says so)."""
+    """One row per event and label over the runs that reached the target, ranked within each event by median time.
+    `runs` counts those, `tried` every accepted run of the label; `reached_lo`/`reached_hi` bound the share that
+    reaches (95% Wilson); `olympic_s` drops the fastest and slowest time; `acc_mean`/`acc_ci` are the final
+    accuracy's mean and 95% half-width over the runs that reached."""
     reached = ok[ok["status"] == "reached"]
     keys = EVENT + ["label"]
-    cols = keys + ["rank", "runs", "tried", "best_s", "median_s", "median_epochs", "min_epochs", "max_epochs",
-                   "median_final_acc", "median_images_per_s", "speedup_vs_eager"]
+    cols = keys + ["rank", "runs", "tried", "reached_lo", "reached_hi", "best_s", "median_s", "worst_s", "olympic_s",
+                   "median_epochs", "min_epochs", "max_epochs", "median_final_acc", "acc_mean", "acc_ci",
+                   "median_images_per_s", "speedup_vs_eager"]
     if reached.empty:
         return pd.DataFrame(columns=cols)
     g = _groups(reached, keys)
     table = pd.DataFrame({"runs": g.size(), "best_s": g["time_to_target_s"].min(),
-                          "median_s": g["time_to_target_s"].median(), "median_epochs": g["target_epoch"].median(),
+                          "median_s": g["time_to_target_s"].median(), "worst_s": g["time_to_target_s"].max(),
+                          "olympic_s": g["time_to_target_s"].agg(lambda t: olympic_mean(list(t))),
+                          "median_epochs": g["target_epoch"].median(),
                           "min_epochs": g["target_epoch"].min(), "max_epochs": g["target_epoch"].max(),
                           "median_final_acc": g["final_test_acc"].median(),
+                          "acc_mean": g["final_test_acc"].agg(lambda a: mean_ci(list(a))[0]),
+                          "acc_ci": g["final_test_acc"].agg(lambda a: mean_ci(list(a))[1]),
                           "median_images_per_s": g["images_per_s"].median()}).reset_index()
     tried = _groups(ok, keys).size().rename("tried").reset_index()
     table = table.merge(tried, on=keys, how="left")
+    bounds = [wilson(int(r["runs"]), int(r["tried"])) for r in table.to_dict("records")]
+    table["reached_lo"], table["reached_hi"] = [b[0] for b in bounds], [b[1] for b in bounds]
     eager = {tuple(r[k] for k in EVENT): r["median_s"] for r in table.to_dict("records") if r["label"] == "eager"}
     table["speedup_vs_eager"] = [eager.get(tuple(r[k] for k in EVENT), math.nan) / r["median_s"]
                                  for r in table.to_dict("records")]
@@ -299,6 +275,41 @@ def ladder_table(event_rows: pd.DataFrame) -> list[str]:
     return out + [""]
 
 
+def epoch_curves(results_dir: Path, run_ids) -> dict[str, list[float]]:
+    """Each run's test accuracy per epoch from its log (nan where an epoch was not evaluated); {} for a run without."""
+    curves = {}
+    for rid in run_ids:
+        try:
+            ep = pd.read_csv(Path(results_dir) / "runs" / str(rid) / "epochs.csv")
+            curves[rid] = [float(a) for a in pd.to_numeric(ep["test_acc"], errors="coerce")]
+        except (OSError, KeyError, ValueError, pd.errors.EmptyDataError):
+            pass
+    return curves
+
+
+def accuracy_table(rows: pd.DataFrame, curves: dict[str, list[float]]) -> list[str]:
+    """Test accuracy at each epoch per label, mean ± 95% interval over the runs evaluated at that epoch (runs that
+    stop at the target leave later epochs to the runs still training: each cell says how many)."""
+    per_label = {}
+    for label, sub in _groups(rows, ["label"]):
+        logs = [curves[r] for r in sub["run_id"] if r in curves]
+        if len(logs) >= 2:
+            per_label[label[0]] = logs
+    if not per_label:
+        return []
+    n_epochs = max(len(log) for logs in per_label.values() for log in logs)
+    out = ["Test accuracy % per epoch, mean ± 95% interval (runs):", "",
+           "| variant | " + " | ".join(f"epoch {e}" for e in range(1, n_epochs + 1)) + " |",
+           "|---|" + "---|" * n_epochs]
+    for label, logs in per_label.items():
+        cells = []
+        for e in range(n_epochs):
+            accs = [log[e] for log in logs if e < len(log) and not math.isnan(log[e])]
+            cells.append(f"{mean_cell(accs, 100)} ({len(accs)})" if accs else "-")
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    return out + [""]
+
+
 def orphans(results_dir: Path, run_ids: set[str]) -> list[tuple[str, str]]:
     """(run_id, what its folder holds) for each runs/<id>/ without a row: runs killed before their row."""
     runs = Path(results_dir) / "runs"
@@ -313,18 +324,35 @@ def orphans(results_dir: Path, run_ids: set[str]) -> list[tuple[str, str]]:
     return out
 
 
-def render(ok: pd.DataFrame, refused: pd.DataFrame, orphan_dirs: list[tuple[str, str]] = ()) -> str:
+def ranked_lines(ranked: pd.DataFrame) -> list[str]:
+    out = ["| rank | variant | reached / runs (95% CI) | best s | median s (range) | olympic mean s | "
+           "epochs to target: median (range) | img/s | final acc % (mean ± 95% CI) | speedup vs eager |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in ranked.itertuples():
+        speed = "-" if math.isnan(r.speedup_vs_eager) else f"{r.speedup_vs_eager:.2f}x"
+        spread = "" if r.best_s == r.worst_s else f" ({r.best_s:.1f}-{r.worst_s:.1f})"
+        acc = f"{100 * r.acc_mean:.2f}" + ("" if math.isnan(r.acc_ci) else f" ± {100 * r.acc_ci:.2f}")
+        out.append(f"| {r.rank} | {r.label} | {share_cell(r.runs, r.tried)} | {r.best_s:.1f} | "
+                   f"{r.median_s:.1f}{spread} | {r.olympic_s:.1f} | {epochs_cell(r)} | "
+                   f"{r.median_images_per_s:,.0f} | {acc} | {speed} |")
+    return out + [""]
+
+
+def render(ok: pd.DataFrame, refused: pd.DataFrame, orphan_dirs: list[tuple[str, str]] = (),
+           curves: dict[str, list[float]] | None = None, source: str = "results/runs.csv") -> str:
     any_ranked = False
     out = ["# Leaderboard: time to target test accuracy on CIFAR-10 (CustomResNet)", "",
-           "Generated by `make leaderboard` from results/runs.csv; every ranked row was checked against its "
+           f"Generated by `python -m bench leaderboard` from {source}; every ranked row was checked against its "
            "per-epoch log. Times are training seconds to the end of the first epoch at or above the target "
            "(compilation and evaluation excluded and reported in the CSV, except that a recipe with test-time "
-           "augmentation adds its deciding evaluation). Ranked per device and event (recipe, profile, target, "
-           "data sizes); a variant with an overridden setting is listed as `variant+setting`. Times, epochs and "
-           "accuracies are medians over the runs that reached the target; `reached / runs` counts them against "
-           "every run of that variant, the misses listed below.", ""]
-    for device, dev_rows in _groups(ok, ["device"]):
-        out += [f"## {device[0]}", ""]
+           "augmentation adds its deciding evaluation). Ranked per machine (its name and the facts its rows "
+           "recorded) and event (recipe, profile, target, data sizes); each variant is shown by the label its rows "
+           "were written with (`variant+setting` for an overridden setting). `reached / runs` counts the runs that "
+           "reached the target against every run of that label, with the share's 95% Wilson interval; times, "
+           "epochs and accuracies are over the runs that reached; the olympic mean drops the fastest and slowest "
+           "time. Misses are listed below.", ""]
+    for machine, dev_rows in _groups(ok, ["machine"]):
+        out += [f"## {machine[0]}", ""]
         for event, rows in _groups(dev_rows, EVENT[1:]):
             ranked, ladder = ranking(rows), ladder_table(rows)
             any_ranked |= not ranked.empty
@@ -332,24 +360,17 @@ def render(ok: pd.DataFrame, refused: pd.DataFrame, orphan_dirs: list[tuple[str,
                 continue
             out += [f"### {event_title(*event)}", ""]
             if not ranked.empty:
-                out += ["| rank | variant | reached / runs | best s | median s | epochs to target: median (range) | "
-                        "img/s | median final acc % | speedup vs eager |", "|---|---|---|---|---|---|---|---|---|"]
-                for r in ranked.itertuples():
-                    speed = "-" if math.isnan(r.speedup_vs_eager) else f"{r.speedup_vs_eager:.2f}x"
-                    out.append(f"| {r.rank} | {r.label} | {r.runs}/{r.tried} | {r.best_s:.1f} | {r.median_s:.1f} | "
-                               f"{epochs_cell(r)} | {r.median_images_per_s:,.0f} | {100 * r.median_final_acc:.2f} | "
-                               f"{speed} |")
-                out.append("")
-            out += ladder
+                out += ranked_lines(ranked)
+            out += ladder + accuracy_table(rows, curves or {})
     if not any_ranked:
         out += ["No run has reached its target yet.", ""]
     apart = ok[ok["status"] != "reached"]
     if not apart.empty:
         out += ["## Runs that did not reach the target (not ranked)", "",
-                "| device | preset | profile | variant | status | epochs | best acc % | target % | train s | img/s |",
+                "| machine | preset | profile | variant | status | epochs | best acc % | target % | train s | img/s |",
                 "|---|---|---|---|---|---|---|---|---|---|"]
-        for r in apart.sort_values(["device", "preset", "profile", "label"]).itertuples():
-            out.append(f"| {r.device} | {r.preset} | {r.profile} | {r.label} | {r.status} | {r.epochs_run:g} | "
+        for r in apart.sort_values(["machine", "preset", "profile", "label"]).itertuples():
+            out.append(f"| {r.machine} | {r.preset} | {r.profile} | {r.label} | {r.status} | {r.epochs_run:g} | "
                        f"{100 * r.best_test_acc:.2f} | {100 * r.target_acc:g} | {r.train_time_s:.1f} | "
                        f"{r.images_per_s:,.0f} |")
         out.append("")
@@ -364,25 +385,28 @@ def render(ok: pd.DataFrame, refused: pd.DataFrame, orphan_dirs: list[tuple[str,
     return "\n".join(out)
 
 
-def plot_name(device, preset, profile, target, n_train, n_test) -> str:
-    """`<device>-<preset>-<profile>`, plus the target and sizes when they are not the profile's standard ones."""
-    name = f"{device}-{preset}-{profile}"
+def plot_name(machine, preset, profile, target, n_train, n_test) -> str:
+    """`<machine>-<preset>-<profile>`, plus the target and sizes when they are not the profile's standard ones."""
+    name = f"{machine}-{preset}-{profile}"
     if not (target == 0.9 and STANDARD.get(profile) == (n_train, n_test)):
         name += f"-target{100 * target:g}-{_count(n_train)}x{_count(n_test)}"
     return re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-").lower()
 
 
-def plot(ok: pd.DataFrame, results_dir: Path) -> list[Path]:
-    """Test accuracy against training time, one figure per device and event, one line per run, legend by label."""
+def plot(ok: pd.DataFrame, results_dir: Path, curves: dict[str, list[float]] | None = None) -> list[Path]:
+    """One figure per machine and event: test accuracy against training time (one line per run) beside accuracy
+    per epoch (per label: the mean over its runs, the band from the lowest to the highest run); legends by label."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
+    curves = epoch_curves(results_dir, ok["run_id"]) if curves is None else curves
     out_dir = Path(results_dir) / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for event, sub in _groups(ok, EVENT):
-        fig, ax = plt.subplots(figsize=(8, 5))
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5))
         colors: dict[str, str] = {}
         for r in sub.itertuples():
             log = Path(results_dir) / "runs" / r.run_id / "epochs.csv"
@@ -392,10 +416,25 @@ def plot(ok: pd.DataFrame, results_dir: Path) -> list[Path]:
             color = colors.setdefault(r.label, f"C{len(colors) % 10}")
             ax.plot(ep["train_time_s"], 100 * ep["test_acc"], marker="o", ms=3, color=color,
                     label=r.label if r.label not in ax.get_legend_handles_labels()[1] else None)
-        ax.axhline(100 * event[3], color="grey", ls="--", lw=1, label="target")
-        ax.set(xlabel="training time (s)", ylabel="test accuracy (%)", title=f"{event_title(*event[1:])}\n{event[0]}")
-        ax.grid(alpha=0.3)
-        ax.legend()
+        for label, rows in _groups(sub, ["label"]):
+            logs = [curves[rid] for rid in rows["run_id"] if rid in curves]
+            if not logs:
+                continue
+            n = max(len(log) for log in logs)
+            acc = pd.DataFrame([log + [math.nan] * (n - len(log)) for log in logs]) * 100
+            epochs = list(range(1, n + 1))
+            color = colors.setdefault(label[0], f"C{len(colors) % 10}")
+            ax2.plot(epochs, acc.mean(), marker="o", ms=3, color=color, label=f"{label[0]} (mean of {len(logs)})")
+            if len(logs) > 1:
+                ax2.fill_between(epochs, acc.min(), acc.max(), color=color, alpha=0.2)
+        for a in (ax, ax2):
+            a.axhline(100 * event[3], color="grey", ls="--", lw=1, label="target")
+            a.grid(alpha=0.3)
+            a.legend()
+        ax.set(xlabel="training time (s)", ylabel="test accuracy (%)", title="each run")
+        ax2.set(xlabel="epoch", ylabel="test accuracy (%)", title="per label: mean, band from lowest to highest run")
+        ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
+        fig.suptitle(f"{event_title(*event[1:])}\n{event[0]}")
         path = out_dir / f"{plot_name(*event)}.png"
         fig.tight_layout()
         buf = io.BytesIO()
@@ -415,11 +454,13 @@ def main(results_dir: str = "results") -> int:
         print(f"leaderboard: {e}" + (f"; {len(found)} run folders under {root}/runs have no row" if found else ""),
               file=sys.stderr)
         return 2
-    text = render(ok, refused, orphans(root, set(ok["run_id"]) | set(refused["run_id"])))
+    curves = epoch_curves(root, ok["run_id"])
+    text = render(ok, refused, orphans(root, set(ok["run_id"]) | set(refused["run_id"])), curves,
+                  str(root / "runs.csv"))
     print(text)
     try:
         atomic_write(root / "leaderboard.md", text + "\n")
-        for p in plot(ok, root):
+        for p in plot(ok, root, curves):
             print(f"plot: {p}")
     except OSError as e:
         print(f"leaderboard: cannot write under {root} ({e.strerror or e}); the table above is complete: free "

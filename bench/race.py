@@ -8,7 +8,8 @@ from dataclasses import replace
 from pipeline import load_cifar10
 
 from .config import build_config
-from .results import device_name
+from .machine import device_name
+from .stats import mean_cell, share_cell, time_cells
 from .train import RunResult, resolve_device, train
 
 
@@ -21,32 +22,35 @@ def _median_spread(values: list[float]) -> str:
     return f"{med:.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
-def race(preset: str, variants: list[str], profile: str, runs: int, overrides: dict[str, str]) -> dict[str, list[RunResult]]:
-    """Run every variant `runs` times (seeds seed..seed+runs-1, interleaved) and print the comparison."""
+def race(preset: str, variants: list[str | None], profile: str, runs: int,
+         overrides: dict[str, str]) -> dict[str, list[RunResult]]:
+    """Run every variant `runs` times (seeds seed..seed+runs-1, interleaved) and print the comparison. A variant
+    of None is the recipe as it is (`run --runs=N`)."""
     probe = build_config(preset, None, profile, overrides)
     device = resolve_device(probe.train.device)
     main_rank = int(os.environ.get("RANK", "0")) == 0
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     # loaded once, shared by every run; under torchrun each run moves it to its rank's device
     data = load_cifar10(probe.data.data_dir or None, "cpu" if distributed else device)
-    results: dict[str, list[RunResult]] = {v: [] for v in variants}
     cfgs = {v: build_config(preset, v, profile, overrides, device.type) for v in variants}
+    results: dict[str, list[RunResult]] = {cfgs[v].variant: [] for v in variants}
     for i in range(runs):
         for v in variants:
             cfg = cfgs[v]
             cfg = replace(cfg, train=replace(cfg.train, seed=cfg.train.seed + i))
             if main_rank:
-                print(f"--- {v} (run {i + 1}/{runs}, seed {cfg.train.seed}, pipeline {cfg.data.pipeline}, "
+                print(f"--- {cfg.variant} (run {i + 1}/{runs}, seed {cfg.train.seed}, pipeline {cfg.data.pipeline}, "
                       f"{cfg.train.precision}, {'channels-last' if cfg.train.channels_last else 'NCHW'}, "
                       f"compile {cfg.train.compile}, norm {cfg.model.norm_kernel})", flush=True)
-            results[v].append(train(cfg, data))
+            results[cfg.variant].append(train(cfg, data))
     if main_rank:
         print(race_table(results, cfgs[variants[0]].train.target_acc, device_name(device)))
     return results
 
 
 def race_table(results: dict[str, list[RunResult]], target: float, device: str) -> str:
-    """Markdown table: one line per variant, medians (and min-max) over its runs, speedup over `eager`."""
+    """Markdown table: one line per variant over its runs: the share that reached with its 95% interval, time to
+    target as median (min-max) and olympic mean, best accuracy as mean ± 95% interval, speedup over `eager`."""
     def key_time(rs: list[RunResult]) -> tuple[str, list[float]]:
         reached = [r.time_to_target_s for r in rs if r.time_to_target_s is not None]
         if len(reached) == len(rs):
@@ -55,20 +59,22 @@ def race_table(results: dict[str, list[RunResult]], target: float, device: str) 
 
     base = key_time(results["eager"]) if "eager" in results else None
     lines = [f"device: {device}; target {100 * target:.1f}% test accuracy",
-             "| variant | runs | reached | time to target s | best acc % | epochs | img/s | warm-up s | speedup vs eager |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| variant | runs | reached (95% CI) | time to target s: median (min-max) | olympic mean s | "
+             "best acc % (mean ± 95% CI) | epochs | img/s | warm-up s | speedup vs eager |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for v, rs in results.items():
         kind, times = key_time(rs)
         speed = "-"
         if base and base[0] == kind:
             speed = f"{statistics.median(base[1]) / statistics.median(times):.2f}x" + (" (per epoch)" if kind == "epoch" else "")
         reached = sum(r.status == "reached" for r in rs)
-        ttt = _median_spread([r.time_to_target_s for r in rs if r.time_to_target_s is not None])
-        lines.append(f"| {v} | {len(rs)} | {reached}/{len(rs)} | {ttt} | "
-                     f"{_median_spread([100 * r.best_test_acc for r in rs])} | "
+        median, olympic = time_cells([r.time_to_target_s for r in rs if r.time_to_target_s is not None])
+        lines.append(f"| {v} | {len(rs)} | {share_cell(reached, len(rs))} | {median} | {olympic} | "
+                     f"{mean_cell([r.best_test_acc for r in rs], 100)} | "
                      f"{_median_spread([float(r.epochs_run) for r in rs])} | "
                      f"{statistics.median([r.images_per_s for r in rs]):,.0f} | "
                      f"{_median_spread([r.warmup_s for r in rs])} | {speed} |")
-    lines.append("medians, (min-max) over runs; speedup is the ratio of median times to target, or of median "
-                 "training time per epoch where a variant did not reach the target in every run")
+    lines.append("reached: runs at the target of all runs, with the share's 95% Wilson interval; olympic mean: the "
+                 "fastest and slowest dropped; speedup is the ratio of median times to target, or of median training "
+                 "time per epoch where a variant did not reach the target in every run")
     return "\n".join(lines)

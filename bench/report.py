@@ -22,6 +22,7 @@ from pipeline.cifar10 import (RECORDS_PER_FILE, TEST_FILES, DataError, data_fing
                               verify_dir)
 
 from .config import ConfigError, RunConfig, from_dict
+from .records import row_label
 from .results import ResultsError, atomic_write, write_csv
 
 
@@ -362,8 +363,7 @@ def report_for_run(run_id: str, results_dir: str = "results") -> dict:
     _epochs(run_dir / "epochs.csv")
     data_dir = run_data_dir(row, cfg, where)
     data = load_cifar10(data_dir, "cpu").subset(cfg.data.train_subset, cfg.data.test_subset)
-    label = (row.get("label") or "").strip() or (row.get("variant") or "").strip()  # the row's words, not today's
-    summary = write_report(run_dir, cfg, data, preds, label=label or None)
+    summary = write_report(run_dir, cfg, data, preds, label=row_label(row))  # the row's words, as the leaderboard
     print(f"report for {run_id} in {run_dir}: test accuracy {100 * summary['accuracy']:.2f}%, "
           f"{summary['wrong']} of {summary['total']} test images wrong")
     return summary

@@ -6,8 +6,8 @@ import fcntl
 import glob
 import importlib.metadata
 import io
+import json
 import os
-import platform
 import subprocess
 import tempfile
 import time
@@ -16,13 +16,17 @@ from typing import Any, Iterable
 
 import torch
 
-ENV_COLUMNS = ("git_commit", "device", "device_type", "device_count", "torch_version", "triton_version")  # environment()
+from .machine import device_facts, device_name
+
+ENV_COLUMNS = ("git_commit", "device", "device_type", "device_count", "device_facts", "torch_version",
+               "triton_version")  # environment()
 RUN_COLUMNS = (
     "run_id", "timestamp", *ENV_COLUMNS, "world_size", "preset", "variant", "profile", "seed", "status", "epochs_run",
     "target_acc", "target_epoch", "time_to_target_s", "train_time_s", "eval_time_s", "warmup_s",
     "wall_time_s", "data_wait_s", "final_test_acc", "best_test_acc", "images_per_s",
     "diverged_epoch", "diverged_step", "diverged_reason", "pipeline", "precision", "channels_last", "compile",
     "norm_kernel", "train_images", "test_images", "data_fingerprint", "config_json",
+    "label", "variant_settings",  # the variant's name as read then, and the settings it stood for (bench/records.py)
 )
 EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_time_s",
                  "train_time_s", "eval_time_s",
@@ -212,24 +216,6 @@ def commit_note(commit: str) -> str:
     return "git commit unknown (no .git here): set BENCH_GIT_COMMIT=<the commit this copy came from>"
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_name(device: torch.device) -> str:
-    """'NVIDIA H100 80GB HBM3' on CUDA; the CPU model and the cores torch uses otherwise."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{cpu_name()} ({torch.get_num_threads()} threads)"
-
-
 def triton_version() -> str:
     """From the package metadata, not `import triton`: Triton reads TRITON_INTERPRET once, at its first import,
     and that must be the model's choice (interpreter on a CPU), not this stamp's."""
@@ -241,7 +227,9 @@ def triton_version() -> str:
     return ""
 
 
-def environment(device: torch.device) -> dict[str, Any]:
+def environment(device: torch.device, devices_used: int = 1) -> dict[str, Any]:
+    """The stamp every CSV row carries: commit, machine (name and the facts that change speed), versions."""
     return {"git_commit": git_commit(), "device": device_name(device), "device_type": device.type,
             "device_count": torch.cuda.device_count() if device.type == "cuda" else 1,
+            "device_facts": json.dumps(device_facts(device, devices_used), sort_keys=True),
             "torch_version": torch.__version__, "triton_version": triton_version()}

@@ -13,6 +13,7 @@ evaluation when test-time augmentation is on).
 from __future__ import annotations
 
 import io
+import json
 import math
 import secrets
 import time
@@ -32,10 +33,11 @@ from pipeline import CIFAR10, eval_batches, load_cifar10, loader_spec, make_load
 from pipeline.augment import keep_layout
 from pipeline.cifar10 import data_fingerprint
 
-from .config import TTA_MODES, RunConfig
+from .config import TTA_MODES, RunConfig, axis_settings, variant_settings
 from .distributed import DistInfo, all_reduce_sum, barrier, env_is_main, init_distributed, shard, wrap_ddp
 from .ema import WeightEMA
 from .progress import Progress
+from .records import make_label
 from .report import write_report
 from .results import (EPOCH_COLUMNS, RUN_COLUMNS, ResultsError, append_row, atomic_write, commit_note, environment,
                       write_csv)
@@ -176,7 +178,8 @@ def setup_run(cfg: RunConfig, data: CIFAR10 | None = None, quiet: bool = False) 
     """Data, loader, model, step and warm-up: everything before the clock starts."""
     info, dist_device = init_distributed(cfg.train.device)
     device = dist_device or resolve_device(cfg.train.device)
-    env = environment(device)  # at the start: the commit that runs, not the one checked out when it ends
+    # at the start: the commit that runs, not the one checked out when it ends; one GPU per rank
+    env = environment(device, info.world if device.type == "cuda" else 1)
     t = cfg.train
     if t.batch_size % info.world:
         raise ValueError(f"train.batch_size={t.batch_size} does not split evenly over {info.world} ranks; "
@@ -406,7 +409,7 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
                 buf = io.BytesIO()
                 np.save(buf, r.preds)
                 atomic_write(run_dir / "test_predictions.npy", buf.getvalue())  # a cut save leaves no stub
-                write_report(run_dir, cfg, r.data.to("cpu"), r.preds)
+                write_report(run_dir, cfg, r.data.to("cpu"), r.preds, label=row["label"])
             except Exception as e:
                 print(f"report not written ({type(e).__name__}: {e}); the row is recorded; "
                       f"`make report RUN={run_id}` retries", flush=True)
@@ -435,6 +438,7 @@ def result_row(cfg: RunConfig, r: RunResult, env: dict[str, Any], data: CIFAR10,
     t = cfg.train
     if info.enabled and env["device_type"] == "cuda":
         env = {**env, "device_count": info.world}  # one GPU per rank
+    defined = variant_settings(cfg, env["device_type"])
     return {
         "run_id": r.run_id, "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **env, "world_size": info.world,
@@ -451,6 +455,9 @@ def result_row(cfg: RunConfig, r: RunResult, env: dict[str, Any], data: CIFAR10,
         "train_images": len(data.train_images), "test_images": len(data.test_images),
         "data_fingerprint": data_fingerprint(data.source) if data.source else "",
         "config_json": cfg.to_json(),
+        # what the label means, fixed now: the variant as defined today on this machine (its CPU's bf16 included)
+        "label": make_label(cfg.variant, defined, axis_settings(cfg)),
+        "variant_settings": json.dumps(defined, sort_keys=True) if defined else "",
     }
 
 

@@ -5,11 +5,19 @@ import zlib
 import pandas as pd
 
 from bench import leaderboard
+from bench.config import axis_settings, build_config
+from bench.machine import device_heading
 from bench.race import race_table
 from bench.results import EPOCH_COLUMNS, RUN_COLUMNS, write_csv
 from bench.train import RunResult
 
 TARGET = 0.9
+
+
+def M(device: str) -> str:
+    """The heading of a test row's machine (test rows record no machine facts)."""
+    return device_heading(device, "")
+
 ROWS: dict = {}  # rows written so far per results folder
 
 
@@ -32,7 +40,7 @@ def add_run(root, run_id, device, variant, accs, epoch_s, tamper=None, write_log
            "status": "reached" if hit else "not_reached", "epochs_run": len(accs), "target_acc": target,
            "target_epoch": hit["epoch"] if hit else None, "time_to_target_s": hit["train_time_s"] if hit else None,
            "train_time_s": cum, "final_test_acc": accs[-1] if accs else None, "best_test_acc": max(accs, default=None),
-           "images_per_s": 1000.0}
+           "images_per_s": 1000.0, "label": variant}  # the label a run writes for its variant as defined
     row.update(tamper or {})
     if write_log:
         write_csv(root / "runs" / run_id / "epochs.csv", EPOCH_COLUMNS, epochs)
@@ -60,22 +68,22 @@ def test_ranks_per_device_with_speedup_and_refuses_contradictions(tmp_path):
     assert "time_to_target_s" in reasons["bad-time"] and "missing" in reasons["no-log"]
     assert "epoch 2 reaches the target" in reasons["lie"]
 
-    rank = leaderboard.ranking(ok).set_index(["device", "label"])
-    assert rank.loc[("GPU-A", "eager"), ["runs", "tried"]].tolist() == [2, 2]
-    assert rank.loc[("GPU-A", "fast"), ["runs", "tried"]].tolist() == [1, 2]  # "miss" counts, refused rows do not
-    assert rank.loc[("GPU-A", "eager"), "median_s"] == 27.0  # median of 30 and 24
-    assert (rank.loc[("GPU-A", "eager"), "min_epochs"], rank.loc[("GPU-A", "eager"), "max_epochs"]) == (2, 3)
-    assert rank.loc[("GPU-A", "fast"), "best_s"] == 4.0
-    assert rank.loc[("GPU-A", "fast"), "speedup_vs_eager"] == 27.0 / 4.0
-    assert pd.isna(rank.loc[("CPU-B", "fast"), "speedup_vs_eager"])  # no eager on that device: no speedup
+    rank = leaderboard.ranking(ok).set_index(["machine", "label"])
+    assert rank.loc[(M("GPU-A"), "eager"), ["runs", "tried"]].tolist() == [2, 2]
+    assert rank.loc[(M("GPU-A"), "fast"), ["runs", "tried"]].tolist() == [1, 2]  # "miss" counts, refused rows do not
+    assert rank.loc[(M("GPU-A"), "eager"), "median_s"] == 27.0  # median of 30 and 24
+    assert (rank.loc[(M("GPU-A"), "eager"), "min_epochs"], rank.loc[(M("GPU-A"), "eager"), "max_epochs"]) == (2, 3)
+    assert rank.loc[(M("GPU-A"), "fast"), "best_s"] == 4.0
+    assert rank.loc[(M("GPU-A"), "fast"), "speedup_vs_eager"] == 27.0 / 4.0
+    assert pd.isna(rank.loc[(M("CPU-B"), "fast"), "speedup_vs_eager"])  # no eager on that device: no speedup
 
     assert leaderboard.main(str(tmp_path)) == 0
     text = (tmp_path / "leaderboard.md").read_text()
     assert text.index("## CPU-B") < text.index("## GPU-A")  # each device its own ranking
-    assert "did not reach the target" in text and "| GPU-A | seed | full | fast | not_reached |" in text
+    assert "did not reach the target" in text and f"| {M('GPU-A')} | seed | full | fast | not_reached |" in text
     assert "bad-time" in text.split("Refused rows")[1]
     assert "| 27.0 | 2.5 (2-3) |" in text and "| 4.0 | 2 |" in text  # epochs to target: median (range)
-    assert "| eager | 2/2 |" in text and "| fast | 1/2 |" in text  # reached / runs
+    assert "| eager | 2/2 (34-100%) |" in text and "| fast | 1/2 (9-91%) |" in text  # reached / runs, Wilson 95%
     pngs = list((tmp_path / "plots").glob("*.png"))
     assert len(pngs) == 2
     for png in pngs:
@@ -96,7 +104,7 @@ def test_race_table_speedup_by_target_time_or_per_epoch():
                         "fast": [result("reached", 10.0, 0.90, 10.0, 3), result("reached", 14.0, 0.91, 14.0, 3)]},
                        TARGET, "GPU-A")
     line = next(l for l in table.splitlines() if l.startswith("| fast"))
-    assert "12.0 (10.0-14.0)" in line and "2.50x" in line and "| 2/2 |" in line
+    assert "12.0 (10.0-14.0)" in line and "2.50x" in line and "| 2/2 (34-100%) |" in line
     smoke = race_table({"eager": [result("not_reached", None, 0.3, 40.0, 2)],
                         "fast": [result("not_reached", None, 0.3, 10.0, 2)]}, TARGET, "CPU")
     assert "4.00x (per epoch)" in smoke
@@ -104,7 +112,8 @@ def test_race_table_speedup_by_target_time_or_per_epoch():
 
 def test_groups_by_what_ran_and_labels_overridden_settings(tmp_path, monkeypatch):
     add_run(tmp_path, "f1", "GPU-A", "fast", [0.6, 0.91], 1.0)
-    add_run(tmp_path, "t1", "GPU-A", "fast", [0.6, 0.91], 2.0, tamper={"norm_kernel": "triton"})
+    add_run(tmp_path, "t1", "GPU-A", "fast", [0.6, 0.91], 2.0, tamper={"norm_kernel": "triton",
+                                                                             "label": "fast+triton"})
     add_run(tmp_path, "small", "GPU-A", "fast", [0.06], 0.1, target=0.05, tamper={"train_images": 128})
     ok, refused = leaderboard.load(tmp_path)
     assert refused.empty
@@ -122,7 +131,7 @@ def test_groups_by_what_ran_and_labels_overridden_settings(tmp_path, monkeypatch
     leaderboard.plot(ok, tmp_path)
     assert sorted(map(sorted, legends)) == [["fast", "fast+triton", "target"], ["fast", "target"]]
     text = leaderboard.render(ok, refused)
-    assert "| 2 | fast+triton | 1/1 |" in text and "target 5%, 128 training" in text
+    assert "| 2 | fast+triton | 1/1 (21-100%) |" in text and "target 5%, 128 training" in text
 
 
 def test_a_changed_recipe_is_its_own_event_with_its_variant_named_plainly(tmp_path):
@@ -175,7 +184,7 @@ def test_run_folders_without_a_row_are_listed_apart(tmp_path):
 def test_ladder_shows_img_per_s_and_time_to_target_per_rung(tmp_path):
     for rung, epoch_s in [("eager", 8.0), ("device", 4.0), ("bf16", 2.0), ("channels-last", 1.0)]:
         add_run(tmp_path, rung, "GPU-A", rung, [0.5, 0.91], epoch_s,
-                tamper={**leaderboard.defined_settings("seed", rung, "full", "cuda"),
+                tamper={**axis_settings(build_config("seed", rung, "full", {}, "cuda")),
                         "images_per_s": 1000.0 / epoch_s})
     ok, _ = leaderboard.load(tmp_path)
     lines = leaderboard.ladder_table(ok)
@@ -283,7 +292,7 @@ def test_ranking_uses_medians_of_odd_and_even_groups_with_outliers(tmp_path):
         4, 2.5, 1.0, 0.925, 250.0)
     assert f["speedup_vs_eager"] == 2.0 / 2.5 and (e["rank"], f["rank"]) == (1, 2)
     md = leaderboard.render(ok, refused)
-    assert "| 2 | fast | 4/4 | 1.0 | 2.5 | 1 (1-2) | 250 | 92.50 | 0.80x |" in md, md
+    assert "| 2 | fast | 4/4 (51-100%) | 1.0 | 2.5 (1.0-100.0) | 2.5 | 1 (1-2) | 250 | 93.75 ± 5.72 | 0.80x |" in md, md
 
 
 def test_race_table_uses_medians_of_odd_and_even_groups_with_outliers():
@@ -295,12 +304,14 @@ def test_race_table_uses_medians_of_odd_and_even_groups_with_outliers():
                         "fast": [run(1.0, 0.91, 1, 100, 1.0), run(2.0, 0.92, 1, 200, 2.0), run(3.0, 0.93, 1, 300, 3.0),
                                  run(100.0, 0.99, 2, 1e4, 90.0)]}, TARGET, "GPU-M")
     lines = {l.split(" | ")[0][2:]: l for l in table.splitlines() if l.startswith("| eager") or l.startswith("| fast")}
-    assert lines["eager"] == "| eager | 3 | 3/3 | 2.0 (1.0-100.0) | 92.0 (91.0-99.0) | 2.0 (1.0-10.0) | 200 | 2.0 (1.0-90.0) | 1.00x |"
-    assert lines["fast"] == "| fast | 4 | 4/4 | 2.5 (1.0-100.0) | 92.5 (91.0-99.0) | 1.0 (1.0-2.0) | 250 | 2.5 (1.0-90.0) | 0.80x |"
+    assert lines["eager"] == ("| eager | 3 | 3/3 (44-100%) | 2.0 (1.0-100.0) | 2.0 | 94.00 ± 10.83 | 2.0 (1.0-10.0) | "
+                              "200 | 2.0 (1.0-90.0) | 1.00x |")
+    assert lines["fast"] == ("| fast | 4 | 4/4 (51-100%) | 2.5 (1.0-100.0) | 2.5 | 93.75 ± 5.72 | 1.0 (1.0-2.0) | 250 | "
+                             "2.5 (1.0-90.0) | 0.80x |")
 
 
 def test_ranking_with_no_reached_run_is_an_empty_table_with_its_columns(tmp_path):
     add_run(tmp_path, "m1", "GPU-N", "fast", [0.5, 0.7], 2.0)
     ok, _ = leaderboard.load(tmp_path)
     table = leaderboard.ranking(ok)
-    assert table.empty and list(table.columns)[-3:] == ["median_final_acc", "median_images_per_s", "speedup_vs_eager"]
+    assert table.empty and list(table.columns)[-3:] == ["acc_ci", "median_images_per_s", "speedup_vs_eager"]

@@ -1,0 +1,155 @@
+"""A row reads the same forever and everywhere: its label, settings and machine are written when it runs, and the
+leaderboard reads them from the row, never from today's code or machine. Statistics of a set of runs."""
+import csv
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bench import leaderboard, machine, stats
+from bench.cli import main
+from bench.config import build_config
+from bench.records import row_label
+from bench.results import EPOCH_COLUMNS, RUN_COLUMNS, write_csv
+from bench.train import train
+from conftest import ROOT
+
+
+def stand_in_machine(monkeypatch, native_bf16: bool) -> None:
+    """This process as a CPU with or without native bf16, whichever module asks."""
+    monkeypatch.setattr("bench.config.cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr("bench.machine.cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr("bench.cli.cpu_has_native_bf16", lambda: native_bf16)
+
+
+def cpu_row(run_id, device, precision, facts, accs=(0.5, 0.92), epoch_s=10.0, label=None, day="2026-12-02"):
+    """A CPU `fast` row with a consistent epoch log; `label=None` is a row written before labels were."""
+    cum, log = 0.0, []
+    for i, acc in enumerate(accs, 1):
+        cum += epoch_s
+        log.append({"epoch": i, "lr": 0.1, "train_loss": 1.0, "train_acc": 0.5, "test_loss": 1.0, "test_acc": acc,
+                    "epoch_time_s": epoch_s, "train_time_s": cum, "eval_time_s": 1.0})
+    hit = next((e for e in log if e["test_acc"] >= 0.9), None)
+    row = {"run_id": run_id, "timestamp": f"{day}T10:00:00+00:00", "device": device, "device_type": "cpu",
+           "device_facts": json.dumps(facts) if facts else "", "preset": "fast", "profile": "full", "variant": "fast",
+           "pipeline": "device", "precision": precision, "channels_last": "True", "compile": "off",
+           "norm_kernel": "eager", "train_images": 50000, "test_images": 10000, "target_acc": 0.9,
+           "status": "reached" if hit else "not_reached", "epochs_run": len(accs),
+           "target_epoch": hit["epoch"] if hit else None, "time_to_target_s": hit["train_time_s"] if hit else None,
+           "train_time_s": cum, "final_test_acc": accs[-1], "best_test_acc": max(accs), "images_per_s": 40.0,
+           "label": label}
+    return row, log
+
+
+def write_results(root, rows_and_logs) -> None:
+    for row, log in rows_and_logs:
+        write_csv(root / "runs" / row["run_id"] / "epochs.csv", EPOCH_COLUMNS, log)
+    write_csv(root / "runs.csv", RUN_COLUMNS, [row for row, _ in rows_and_logs])
+
+
+def test_the_same_rows_give_byte_identical_tables_on_machines_with_and_without_native_bf16(tmp_path, monkeypatch):
+    no_bf16 = {"kind": "cpu", "native_bf16": False, "isa": ["avx2"]}
+    write_results(tmp_path, [cpu_row("a", "AMD EPYC (2 threads)", "fp32", no_bf16, label="fast"),
+                             cpu_row("b", "Intel Xeon (2 threads)", "bf16", {"kind": "cpu", "native_bf16": True},
+                                     label="fast"),
+                             cpu_row("old", "Intel Xeon (2 threads)", "fp32", {}, label=None)])
+    tables = []
+    for native in (True, False):
+        stand_in_machine(monkeypatch, native)
+        assert leaderboard.main(str(tmp_path)) == 0
+        tables.append((tmp_path / "leaderboard.md").read_bytes())
+    assert tables[0] == tables[1]
+    text = tables[0].decode()
+    assert "| 1 | fast | 1/1" in text  # the labels the rows were written with, on either machine
+    assert "fast[device,fp32,channels-last,compile=off,norm=eager]" in text  # an unstamped row: every setting
+
+
+def test_two_machines_with_one_name_get_two_headings(tmp_path):
+    write_results(tmp_path, [cpu_row("with", "AMD EPYC (2 threads)", "bf16", {"kind": "cpu", "native_bf16": True},
+                                     label="fast"),
+                             cpu_row("without", "AMD EPYC (2 threads)", "fp32",
+                                     {"kind": "cpu", "native_bf16": False, "isa": ["avx2"]}, label="fast")])
+    ok, _ = leaderboard.load(tmp_path)
+    assert sorted(set(ok["machine"])) == ["AMD EPYC (2 threads): native bf16, ISA not recorded",
+                                          "AMD EPYC (2 threads): no native bf16, AVX2"]
+    assert leaderboard.ranking(ok)["runs"].tolist() == [1, 1]  # never pooled
+
+
+def test_headings_name_gpu_facts_and_say_when_a_row_has_none():
+    facts = {"kind": "cuda", "sms": 132, "memory_gib": 139.8, "capability": "9.0", "gpus_used": 2}
+    assert machine.device_heading("NVIDIA H200", json.dumps(facts)) == "NVIDIA H200: 132 SMs, 139.8 GiB, sm_90, 2 GPUs"
+    assert machine.device_heading("X", "") == "X: machine facts not recorded"
+    assert machine.facts_text(json.dumps({"kind": "cpu", "native_bf16": True, "isa": ["avx2", "amx_bf16"]})) == \
+        "native bf16, AMX"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_run_stamps_its_label_settings_and_machine_as_they_were(tmp_path, cifar, monkeypatch, native):
+    stand_in_machine(monkeypatch, native)
+    over = {"train_subset": "128", "test_subset": "128", "batch_size": "64", "epochs": "1", "eval_batch_size": "128",
+            "results_dir": str(tmp_path), "channels_last": "false"}  # one setting off the fast variant's
+    train(build_config("seed", "fast", "full", over), cifar, quiet=True)
+    with open(tmp_path / "runs.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    precision = "bf16" if native else "fp32"
+    assert row["precision"] == precision
+    assert row["label"] == "fast+nchw"
+    assert json.loads(row["variant_settings"]) == {"pipeline": "device", "precision": precision,
+                                                   "channels_last": "True", "compile": "off", "norm_kernel": "eager"}
+    facts = json.loads(row["device_facts"])
+    assert facts["native_bf16"] is native and facts["threads"] == torch.get_num_threads() and "isa" in facts
+    monkeypatch.setattr("bench.config.cpu_has_native_bf16", lambda: not native)  # another machine reads it
+    assert row_label(row) == "fast+nchw"
+
+
+def test_run_without_a_variant_on_a_cpu_without_native_bf16_says_so_in_one_line(tmp_path, cifar_dir, monkeypatch,
+                                                                              capsys):
+    args = ["run", "--preset=fast", "--dry-run", f"--results_dir={tmp_path}", f"--data_dir={cifar_dir}"]
+    stand_in_machine(monkeypatch, False)
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--variant=fast" in err and "no native support" in err
+    stand_in_machine(monkeypatch, True)
+    assert main(args) == 0
+    assert "--variant=fast" not in capsys.readouterr().err
+
+
+def test_wilson_interval_matches_published_values():
+    lo, hi = stats.wilson(35, 50)  # DAWNBench's ResNet-9: 94% on 35 of 50 runs
+    assert (round(lo, 4), round(hi, 4)) == (0.5625, 0.8090)
+    assert stats.wilson(0, 10)[0] == 0.0 and stats.wilson(10, 10)[1] == 1.0
+    assert round(stats.wilson(3, 3)[0], 3) == 0.439 and stats.wilson(0, 0) == (0.0, 1.0)
+
+
+def test_olympic_mean_drops_fastest_and_slowest_and_mean_ci_uses_student_t():
+    assert stats.olympic_mean([1.0, 2.0, 3.0, 100.0]) == 2.5
+    assert stats.olympic_mean([4.0, 6.0]) == 5.0 and math.isnan(stats.olympic_mean([]))
+    mean, half = stats.mean_ci([0.91, 0.92, 0.99])
+    assert mean == pytest.approx(0.94) and half == pytest.approx(4.303 * 0.0435890 / math.sqrt(3), rel=1e-4)
+    assert math.isnan(stats.mean_ci([0.9])[1])
+
+
+def test_stamp_rows_stamps_from_the_rows_own_facts_and_lists_what_it_cannot(tmp_path):
+    rows = [cpu_row("probe", "EPYC", "fp32", {}, day="2026-12-02")[0],  # fast chose fp32 after the probe existed
+            cpu_row("same-day", "EPYC", "fp32", {}, day="2026-12-02")[0] | {"variant": "eager",
+                                                                            "pipeline": "dataloader",
+                                                                            "channels_last": "False"},
+            cpu_row("unknown", "Other", "fp32", {}, day="2026-11-20")[0]]  # before the probe: no proof
+    for r in rows:
+        r.update(device_facts="", label="", data_fingerprint="")
+    rows[0]["data_fingerprint"] = "md5:1"
+    write_csv(tmp_path / "runs.csv", RUN_COLUMNS, rows)
+    cmd = [sys.executable, str(ROOT / "scripts" / "stamp_rows.py"), f"--results-dir={tmp_path}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "probe: stamped\n" in proc.stdout and "unknown: not stamped" in proc.stdout
+    with open(tmp_path / "runs.csv", newline="") as f:
+        got = {r["run_id"]: r for r in csv.DictReader(f)}
+    assert json.loads(got["probe"]["device_facts"])["native_bf16"] is False and got["probe"]["label"] == "fast"
+    assert json.loads(got["same-day"]["device_facts"])["native_bf16"] is False and got["same-day"]["label"] == "eager"
+    assert got["unknown"]["label"] == "" and got["unknown"]["device_facts"] == ""
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert "unknown: not stamped" in again.stdout and "probe" not in again.stdout  # stamped rows stay as they are
