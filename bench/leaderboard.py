@@ -64,12 +64,21 @@ def _num(row, name: str) -> float:
     return value
 
 
+def _train_setting(row, key: str, default):
+    """A `train.<key>` of the row's config_json (`default` for a row without one)."""
+    try:
+        return json.loads(row["config_json"])["train"].get(key, default)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return default
+
+
 def _uses_tta(row) -> bool:
     """Test-time augmentation puts the deciding evaluation on the clock (bench/train.py)."""
-    try:
-        return json.loads(row["config_json"])["train"].get("tta", "none") != "none"
-    except (KeyError, TypeError, ValueError):
-        return False
+    return _train_setting(row, "tta", "none") != "none"
+
+
+def _empty(row, name: str) -> bool:
+    return str(row.get(name) if row.get(name) is not None else "").strip() in ("", "nan")
 
 
 def check_row(row, runs_dir: Path) -> str | None:
@@ -117,6 +126,9 @@ def _check(row, runs_dir: Path) -> str | None:
         return "train_time_s disagrees with the log's cumulative training time"
     if not math.isclose(ep["test_acc"].max(), best, abs_tol=1e-5):
         return f"best_test_acc {best:g} != the log's best {ep['test_acc'].max():.6g}"
+    final, last = _num(row, "final_test_acc"), ep["test_acc"].dropna().iloc[-1]
+    if not math.isclose(last, final, abs_tol=1e-5):
+        return f"final_test_acc {final:g} != the log's last evaluated accuracy {last:.6g}"
     hits = ep[ep["test_acc"] >= target]
     if status == "reached":
         target_epoch, ttt = int(_num(row, "target_epoch")), _num(row, "time_to_target_s")
@@ -129,10 +141,15 @@ def _check(row, runs_dir: Path) -> str | None:
         if not _close(expected, ttt):
             return (f"time_to_target_s {ttt:g} != {expected:.6g}, the cumulative training time"
                     f"{' plus the deciding TTA evaluation' if _uses_tta(row) else ''} at epoch {int(first['epoch'])}")
+        if _train_setting(row, "stop_at_target", False) and len(ep) > target_epoch:
+            return (f"the log has {len(ep)} epochs but the run stops at the target, reached at epoch "
+                    f"{target_epoch}")
         return None
     if status == "not_reached":
         if not hits.empty:
             return f"recorded as not reached but epoch {int(hits.iloc[0]['epoch'])} reaches the target"
+        if not (_empty(row, "target_epoch") and _empty(row, "time_to_target_s")):
+            return "recorded as not reached but has a target epoch or a time to target"
         return None
     return f"unknown status {status!r}"
 

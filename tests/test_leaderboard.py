@@ -315,3 +315,23 @@ def test_ranking_with_no_reached_run_is_an_empty_table_with_its_columns(tmp_path
     ok, _ = leaderboard.load(tmp_path)
     table = leaderboard.ranking(ok)
     assert table.empty and list(table.columns)[-3:] == ["acc_ci", "median_images_per_s", "speedup_vs_eager"]
+
+
+def test_an_epoch_log_that_disagrees_with_its_row_in_any_way_is_refused(tmp_path):
+    stops = '{"train": {"stop_at_target": true}}'
+    add_run(tmp_path, "ok", "GPU-A", "fast", [0.5, 0.95], 2.0, tamper={"config_json": stops})
+    add_run(tmp_path, "more", "GPU-A", "fast", [0.5, 0.95, 0.96], 2.0, tamper={"config_json": stops})
+    add_run(tmp_path, "more-ok", "GPU-A", "fast", [0.5, 0.95, 0.96], 2.0,
+            tamper={"config_json": '{"train": {"stop_at_target": false}}'})  # trains on past the target: allowed
+    add_run(tmp_path, "fewer", "GPU-A", "fast", [0.5, 0.95], 2.0, tamper={"epochs_run": 3})
+    add_run(tmp_path, "later", "GPU-A", "fast", [0.91, 0.95], 2.0, tamper={"target_epoch": 2, "time_to_target_s": 4.0})
+    add_run(tmp_path, "final", "GPU-A", "fast", [0.5, 0.95], 2.0, tamper={"final_test_acc": 0.97})
+    add_run(tmp_path, "miss", "GPU-A", "fast", [0.5, 0.6], 2.0, tamper={"target_epoch": 2, "time_to_target_s": 4.0})
+    ok, refused = leaderboard.load(tmp_path)
+    reasons = dict(zip(refused["run_id"], refused["reason"]))
+    assert sorted(ok["run_id"]) == ["more-ok", "ok"]
+    assert "stops at the target, reached at epoch 2" in reasons["more"]
+    assert reasons["fewer"] == "epochs_run 3 but the log has 2 epochs"
+    assert "first reaches the target at epoch 1" in reasons["later"]
+    assert "final_test_acc 0.97" in reasons["final"]
+    assert "has a target epoch or a time to target" in reasons["miss"]
