@@ -5,7 +5,7 @@ epochs over the real training set until `rounds` epochs are done or `time_cap_s`
 an epoch early, and the rate is then over the batches done. The device is synchronised before each clock
 reading that ends a round. Each pipeline's line is printed as it finishes and its row appended to
 <results_dir>/pipeline.csv. The first GPU run printed nothing in 45 s: the DataLoader and DALI rounds had
-no limit of their own (issue 14).
+no limit of their own.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """`python -m bench step-bench`: ms per training step and images/s, the previous step against the new one.
 
-Rows: `plain` (eager model, Python-float LR from OneCycleLR, AveragedModel every step: the step before issue 12),
+Rows: `plain` (eager model, Python-float LR from OneCycleLR, AveragedModel every step: the step before the
+schedule and the EMA moved onto the device),
 `new` eager, `new` compiled (`default`), and on CUDA `new` under CUDA graphs (`reduce-overhead`) and as one captured
 whole step (`graph`); at batch 512 (the recipe's) and 16 (where host overhead dominates). Each row also says how many
 graphs Dynamo compiled, how many graph breaks it met and how many times Inductor skipped CUDA graphs (the
@@ -97,7 +98,7 @@ def main(results_dir: str = "results", batch_sizes: str = "512,16", steps: int =
             torch.manual_seed(0)
             counters.clear()
             model = build_model(cfg.model, device, True).train()
-            if kind == "plain":  # as before issue 12: the average updated every step
+            if kind == "plain":  # as the plain step did: the average updated every step
                 step = PlainStep(model, replace(cfg, optim=replace(cfg.optim, ema_every=1)), device, total)
             else:
                 step = TrainStep(model, cfg, device, warmup + n, total,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""One-line bugs against the tests meant to catch them (issue 38): each bug is applied to a copy of this checkout,
+"""One-line bugs against the tests meant to catch them: each bug is applied to a copy of this checkout,
 the tests named for it run there, and a table says whether they caught it (a named test failed) or missed it.
 
     .venv/bin/python scripts/bug_check.py [--only TEXT] [--keep]

@@ -6,7 +6,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-README_MAX_LINES = 250  # issue 23: a newcomer is done in five minutes (STYLE.md, "The front page and the docs")
+README_MAX_LINES = 250  # a newcomer should be done with the front page in five minutes
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")  # [text](target) and ![alt](target)
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 

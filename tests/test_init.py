@@ -52,7 +52,7 @@ def test_fast_recipe_freezes_the_whitened_conv_and_the_optimiser_skips_it():
     init_model(model, cfg)
     assert not model.prep[0].weight.requires_grad and model.prep[0].bias.requires_grad
     ids = {id(p) for p in trainable(model)}
-    # everything else trains, the BatchNorm scales included (fast froze them until 2026-12-02)
+    # everything else trains, the BatchNorm scales included (an earlier fast froze them)
     assert id(model.prep[0].weight) not in ids and len(ids) == sum(1 for _ in model.parameters()) - 1
     x = torch.randn(2, 128, 6, 6)
     torch.testing.assert_close(model.layer1[1].body[0][0].weight.new_tensor(0) + F.conv2d(

@@ -352,7 +352,7 @@ def test_a_whole_step_graph_is_refused_on_the_cpu():
 def test_a_cuda_captured_whole_step_replays_like_the_plain_step(more):
     """The CPU test above on CUDA: a real torch.cuda.graph capture and replay (cuda_capture) gives the compiled
     (default mode) step's losses, weights and counters, batch by batch, once the warm-up is undone as the harness
-    undoes it. Written 2026-12-03 without a GPU: not yet run."""
+    undoes it. Not yet run on a GPU."""
     from bench.step import StepGraph, cuda_capture
 
     dev = torch.device("cuda")
