@@ -179,6 +179,9 @@ def _parser() -> argparse.ArgumentParser:
                         "+CUDA graphs -> +Triton BN+ReLU, one variant per rung, then a table")
     ld.add_argument("--rungs", dest="variants", default=",".join(LADDER), help="comma list of rungs (default: all)")
     ld.add_argument("--runs", type=int, default=1, help="repeats per rung (seeds seed, seed+1, ...)")
+    for recorded in (run, rc):  # a recording choice, like the results folder: not in the config or the label
+        recorded.add_argument("--tensorboard", action="store_true", help="also write a TensorBoard event file in "
+                              "results/runs/<run_id>/tensorboard/ (per-step loss and LR, per-epoch accuracy)")
     for checked in (run, rc, lf, ld):  # every command that trains
         _option(checked, "--dry-run", action="store_true", help="the checks only: exit 0 if the command would "
                 "start, else its one-line refusal (with WORLD_SIZE=N set, as a torchrun launch would see it)")
@@ -340,13 +343,13 @@ def _start(args, cfgs, variants: list[str], profile: str, overrides: dict[str, s
         ladder(args.preset, variants, profile, args.runs, overrides)
     elif args.command == "race" or getattr(args, "runs", 1) != 1:
         from .race import race
-        race(args.preset, variants, profile, args.runs, overrides)
+        race(args.preset, variants, profile, args.runs, overrides, tensorboard=args.tensorboard)
     elif args.command == "lr-find":
         from .lr_find import run_finder
         run_finder(cfgs[0], args.start_lr, args.end_lr, args.num_iter, args.mode)
     else:
         from .train import train
-        train(cfgs[0])
+        train(cfgs[0], tensorboard=args.tensorboard)
     return 0
 
 

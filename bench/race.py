@@ -23,9 +23,9 @@ def _median_spread(values: list[float]) -> str:
 
 
 def race(preset: str, variants: list[str | None], profile: str, runs: int,
-         overrides: dict[str, str]) -> dict[str, list[RunResult]]:
+         overrides: dict[str, str], tensorboard: bool = False) -> dict[str, list[RunResult]]:
     """Run every variant `runs` times (seeds seed..seed+runs-1, interleaved) and print the comparison. A variant
-    of None is the recipe as it is (`run --runs=N`)."""
+    of None is the recipe as it is (`run --runs=N`); `tensorboard`: each run also writes an event file."""
     probe = build_config(preset, None, profile, overrides)
     device = resolve_device(probe.train.device)
     main_rank = int(os.environ.get("RANK", "0")) == 0
@@ -42,7 +42,7 @@ def race(preset: str, variants: list[str | None], profile: str, runs: int,
                 print(f"--- {cfg.variant} (run {i + 1}/{runs}, seed {cfg.train.seed}, pipeline {cfg.data.pipeline}, "
                       f"{cfg.train.precision}, {'channels-last' if cfg.train.channels_last else 'NCHW'}, "
                       f"compile {cfg.train.compile}, norm {cfg.model.norm_kernel})", flush=True)
-            results[cfg.variant].append(train(cfg, data))
+            results[cfg.variant].append(train(cfg, data, tensorboard=tensorboard))
     if main_rank:
         print(race_table(results, cfgs[variants[0]].train.target_acc, device_name(device)))
     return results

@@ -42,6 +42,7 @@ from .report import write_report
 from .results import (EPOCH_COLUMNS, RUN_COLUMNS, ResultsError, append_row, atomic_write, commit_note, environment,
                       write_csv)
 from .step import TrainStep
+from .steplog import StepLog, step_rows
 from .timer import Timer, synchronize
 
 LOSS_BOUND = 100.0  # a step's loss above this many times the run's first loss is divergence, finite or not
@@ -265,6 +266,7 @@ class EpochOutcome:
     lr: float = math.nan
     diverged_step: int | None = None  # 1-based step within the epoch
     diverged_reason: str = ""
+    losses: list[float] = field(default_factory=list)  # every step's, as read to the host (the mean over ranks)
 
 
 def run_epoch(run: Run, epoch: int, steps_only: bool = False) -> EpochOutcome | None:
@@ -299,17 +301,19 @@ def run_epoch(run: Run, epoch: int, steps_only: bool = False) -> EpochOutcome | 
     correct = all_reduce_sum(step.correct.double(), info).item()
     if run.first_loss is None:
         run.first_loss = losses[0]
-    out = EpochOutcome(seconds, sum(losses) / len(losses), correct / run.images_per_epoch, lr)
+    out = EpochOutcome(seconds, sum(losses) / len(losses), correct / run.images_per_epoch, lr, losses=losses)
     out.diverged_step, out.diverged_reason = first_divergence(losses, run.first_loss)
     return out
 
 
 def fit(cfg: RunConfig, data: CIFAR10 | None = None, quiet: bool = False,
-        on_epoch: Callable[[list[dict[str, Any]]], None] | None = None, run_id: str | None = None) -> RunResult:
+        on_epoch: Callable[[list[dict[str, Any]]], None] | None = None, run_id: str | None = None,
+        on_steps: Callable[[list[dict[str, Any]]], None] | None = None) -> RunResult:
     """Train `cfg` once: epochs until the target (when `stop_at_target`), the schedule's end, or divergence.
 
     Under torchrun (WORLD_SIZE > 1) every rank runs this same loop on its shard with the global batch split
-    evenly; rank 0 alone prints. `on_epoch(epochs)` gets the epoch log after every evaluated epoch.
+    evenly; rank 0 alone prints. `on_epoch(epochs)` gets the epoch log after every evaluated epoch;
+    `on_steps(rows)` each epoch's steps (bench/steplog.py), a diverged epoch's included.
     """
     wall0 = time.perf_counter()
     run = setup_run(cfg, data, quiet)
@@ -321,6 +325,8 @@ def fit(cfg: RunConfig, data: CIFAR10 | None = None, quiet: bool = False,
     for epoch in range(1, t.epochs + 1):
         out = run_epoch(run, epoch)
         train_time += out.seconds
+        if on_steps:
+            on_steps(step_rows(epoch, run.step.lr_values, out.losses))
         if out.diverged_step:
             diverged, reason = (epoch, out.diverged_step), out.diverged_reason
             if not run.quiet:
@@ -371,22 +377,27 @@ def fit(cfg: RunConfig, data: CIFAR10 | None = None, quiet: bool = False,
 
 
 def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet: bool = False,
-          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
-    """`fit`, then (when `write`, on rank 0) record it: the epoch log as it goes, then the row, then the report."""
+          on_epoch: Callable[[dict[str, Any]], None] | None = None, tensorboard: bool = False) -> RunResult:
+    """`fit`, then (when `write`, on rank 0) record it: the epoch and step logs as it goes (with `tensorboard`, an
+    event file too), then the row, then the report."""
     run_id = new_run_id()
     run_dir = Path(cfg.results_dir) / "runs" / run_id
+    steps = StepLog(run_dir, tensorboard) if write and env_is_main() else None
 
     def log_epoch(epochs: list[dict[str, Any]]) -> None:
-        if write and env_is_main():
-            try:
-                write_csv(run_dir / "epochs.csv", EPOCH_COLUMNS, epochs)
-            except OSError as e:  # a full disk mid-run: stop here, in one line, rather than train unrecorded
-                raise ResultsError(f"the epoch log {run_dir}/epochs.csv could not be written ({e.strerror or e}); "
-                                   f"the run stopped at epoch {len(epochs)} and wrote no row: free space or fix "
-                                   f"permissions, then run again") from None
+        if steps:
+            write_log("epoch log", run_dir / "epochs.csv", len(epochs),
+                      lambda: write_csv(run_dir / "epochs.csv", EPOCH_COLUMNS, epochs))
+            steps.add_epoch(epochs[-1])
+            write_log("TensorBoard event file", steps.tensorboard, len(epochs), steps.flush)
         if on_epoch:
             on_epoch(epochs[-1])
-    r = fit(cfg, data, quiet, log_epoch, run_id)
+
+    def log_steps(rows: list[dict[str, Any]]) -> None:
+        epoch = rows[0]["epoch"]
+        write_log("step log", steps.path, epoch, lambda: steps.add_steps(rows))
+        write_log("TensorBoard event file", steps.tensorboard, epoch, steps.flush)
+    r = fit(cfg, data, quiet, log_epoch, run_id, log_steps if steps else None)
     main = r.info.is_main
     if write and main:
         r.run_dir = run_dir
@@ -404,6 +415,8 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
                                   if kept else "") + ": free space, then add it or run again") from None
         if not quiet:
             print(f"row appended to {cfg.results_dir}/runs.csv (run {run_id}); epoch log in {run_dir}/epochs.csv")
+            if tensorboard:
+                print(f"TensorBoard: tensorboard --logdir {run_dir}/tensorboard")
         if r.preds is not None:  # after the row: a failing figure must not cost the evidence
             try:
                 buf = io.BytesIO()
@@ -419,6 +432,16 @@ def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet
     if not quiet and main:
         print(summary_line(cfg, r, r.env))
     return r
+
+
+def write_log(what: str, path: Path, epoch: int, write: Callable[[], None]) -> None:
+    """`write()` a log beside the run; a full disk mid-run stops the run here, in one line, rather than let it
+    train unrecorded."""
+    try:
+        write()
+    except OSError as e:
+        raise ResultsError(f"the {what} {path} could not be written ({e.strerror or e}); the run stopped at epoch "
+                           f"{epoch} and wrote no row: free space or fix permissions, then run again") from None
 
 
 def keep_unrecorded_row(run_dir: Path, row: dict[str, Any]) -> Path | None:
