@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import math
 import os
 import signal
@@ -21,6 +22,7 @@ from pipeline.cifar10 import DataError
 from pipeline.dali import DaliUnavailable
 
 from .config import LADDER, RECIPES, TRAIN_IMAGES, ConfigError, build_config, resolve_key
+from .config_help import keys_epilog
 from .machine import cpu_has_native_bf16
 from .distributed import env_is_main, shutdown
 from .preflight import MissingPackage, preflight
@@ -177,7 +179,8 @@ def _parser() -> argparse.ArgumentParser:
     _option(pb, "--train-subset", type=int, default=0, help="first N training images (0: all 50,000)")
     ld = sub.add_parser("ladder", parents=[common], help="eager -> +device -> +bf16 -> +channels-last -> +compile -> "
                         "+CUDA graphs -> +Triton BN+ReLU, one variant per rung, then a table")
-    ld.add_argument("--rungs", dest="variants", default=",".join(LADDER), help="comma list of rungs (default: all)")
+    ld.add_argument("--rungs", dest="variants", metavar="RUNGS", default=",".join(LADDER),
+                    help="comma list of rungs")
     ld.add_argument("--runs", type=int, default=1, help="repeats per rung (seeds seed, seed+1, ...)")
     for recorded in (run, rc):  # a recording choice, like the results folder: not in the config or the label
         recorded.add_argument("--tensorboard", action="store_true", help="also write a TensorBoard event file in "
@@ -186,7 +189,34 @@ def _parser() -> argparse.ArgumentParser:
         _option(checked, "--dry-run", action="store_true", help="the checks only: exit 0 if the command would "
                 "start, else its one-line refusal (with WORLD_SIZE=N set, as a torchrun launch would see it)")
     _tool_commands(sub, common)
+    keys = keys_epilog()
+    for name, command in sub.choices.items():
+        command.formatter_class = HelpFormatter
+        for action in command._actions:
+            if action.option_strings and action.help is None:
+                action.help = OPTION_HELP[action.option_strings[0]]
+        if name in ("run", "race", "ladder", "lr-find", "show-config", "profile"):  # the commands taking overrides
+            command.epilog = keys
     return parser
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Epilogs as written (the config keys, one per line), and each option's default after its help."""
+
+
+OPTION_HELP = {  # options declared without help text: one line each, the default is added by HelpFormatter
+    "--variants": "comma list of variants to race (eager | fast | a ladder rung)",
+    "--variant": "eager | fast | a ladder rung (none: the preset as it is)",
+    "--preset": "recipe: seed | fast | fast5 | fast8",
+    "--start-lr": "smallest LR of the range test",
+    "--end-lr": "largest LR of the range test",
+    "--num-iter": "steps of the range test",
+    "--mode": "LR spacing of the range test",
+    "--results-dir": "folder of the results CSVs and run folders",
+    "--batch-sizes": "comma list of batch sizes",
+    "--dtypes": "comma list: fp32, bf16",
+    "--layouts": "comma list: channels_last, nchw",
+}
 
 
 def _tool_commands(sub, common: argparse.ArgumentParser) -> None:
@@ -283,8 +313,8 @@ def _profile(args, extra: list[str]) -> int:
 
 def _show_config(args, extra: list[str]) -> int:
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    print(build_config(args.preset, args.variant, auto_profile(args.profile), parse_overrides(extra),
-                       device_type).to_json())
+    cfg = build_config(args.preset, args.variant, auto_profile(args.profile), parse_overrides(extra), device_type)
+    print(json.dumps(json.loads(cfg.to_json()), indent=2))  # one key per line: read by people, parsed as JSON
     return 0
 
 
@@ -314,7 +344,7 @@ def _training(args, extra: list[str]) -> int:
     preflight(cfgs, "lr_find.csv" if args.command == "lr-find" else "runs.csv")
     slow = slow_precision_note(cfgs, device_type)  # said by the dry run too: it is what the run would do
     if slow and env_is_main():
-        print(slow, file=sys.stderr, flush=True)
+        print(slow, flush=True)  # stdout, as the smoke note: stderr keeps to refusals and errors
     if args.dry_run:
         print(f"checks passed: {args.command} would start ({', '.join(f'{c.preset}/{c.variant}' for c in cfgs)})")
         return 0

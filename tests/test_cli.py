@@ -378,6 +378,7 @@ def test_home_folders_are_expanded_and_an_empty_results_dir_refused(capsys, trai
     assert trained[-1].results_dir == str(tmp_path / "home" / "res")
     assert trained[-1].data.data_dir == str(tmp_path / "home" / "c10")
     assert not (tmp_path / "~").exists()
+    capsys.readouterr()  # the run's own lines (a note about this CPU's bf16 among them), not the refusal's
     refused(capsys, ["run", *base, "--results_dir="], "results_dir is empty", trained=trained[:0])
     assert not (tmp_path / "runs").exists()
 

@@ -110,11 +110,12 @@ def test_run_without_a_variant_on_a_cpu_without_native_bf16_says_so_in_one_line(
     args = ["run", "--preset=fast", "--dry-run", f"--results_dir={tmp_path}", f"--data_dir={cifar_dir}"]
     stand_in_machine(monkeypatch, False)
     assert main(args) == 0
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--variant=fast" in err and "no native support" in err
+    out = capsys.readouterr().out
+    note = [line for line in out.splitlines() if "--variant=fast" in line]
+    assert len(note) == 1 and "no native support" in note[0] and "13x slower" in note[0]
     stand_in_machine(monkeypatch, True)
     assert main(args) == 0
-    assert "--variant=fast" not in capsys.readouterr().err
+    assert "--variant=fast" not in capsys.readouterr().out
 
 
 def test_wilson_interval_matches_published_values():
@@ -153,3 +154,15 @@ def test_stamp_rows_stamps_from_the_rows_own_facts_and_lists_what_it_cannot(tmp_
     assert got["unknown"]["label"] == "" and got["unknown"]["device_facts"] == ""
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert "unknown: not stamped" in again.stdout and "probe" not in again.stdout  # stamped rows stay as they are
+
+
+def test_run_with_runs_repeats_the_recipe_over_seeds_and_prints_the_statistics(tmp_path, cifar_dir, capsys):
+    rc = main(["run", "--preset=seed", "--runs=2", "--profile=full", f"--data_dir={cifar_dir}", "--train_subset=128",
+               "--test_subset=128", "--batch_size=64", "--eval_batch_size=128", "--epochs=1", "--target_acc=0.01",
+               f"--results_dir={tmp_path}"])
+    assert rc == 0
+    with open(tmp_path / "runs.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["seed"] for r in rows] == ["0", "1"] and {r["variant"] for r in rows} == {"custom"}
+    table = capsys.readouterr().out
+    assert "| custom | 2 | 2/2 (34-100%) |" in table and "olympic mean" in table
