@@ -146,6 +146,10 @@ else
     --rungs=device,bf16,channels-last,compile,cuda-graphs,triton --results_dir="$R" "${TRAIN_ARGS[@]}"
   # (h) the pipeline bench
   step pipeline 35 45 "$PY" -m bench pipeline-bench --results-dir="$R" "${PIPE_ARGS[@]}"
+  # (i) what is left: more seeds of fast (seeds 100...), for the share that reaches 90% and its interval; each row
+  # is written as its run ends, so the limit's SIGINT costs only the run in progress
+  step seeds 20 "$(left)" "$PY" -m bench race --preset=fast --profile=full --runs="${GPU_CHECK_SEEDS:-25}" \
+    --variants=fast --seed=100 --results_dir="$R" "${TRAIN_ARGS[@]}"
 fi
 
 elapsed=$(( $(date +%s) - start ))

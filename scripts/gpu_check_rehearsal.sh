@@ -29,7 +29,7 @@ export GPU_CHECK_BATCH=8 GPU_CHECK_STEP_STEPS=1 GPU_CHECK_PROFILE_STEPS=1 GPU_CH
 export GPU_CHECK_TRAIN_ARGS="--train_subset=16 --test_subset=16 --batch_size=8 --eval_batch_size=16 --epochs=1 --muon_lr=0"
 export GPU_CHECK_PIPELINE_ARGS="--train-subset=512 --time-cap-s=2 --rounds=1"
 export BENCH_KERNEL_BATCH=2  # the kernel bench's images per shape (its CPU stand-in runs Triton interpreted)
-export GPU_CHECK_BUDGET_S=1500 GPU_CHECK_LIMIT_S=900  # a CPU is slower than the GPU limits assume; nothing is cut
+export GPU_CHECK_SEEDS=2 GPU_CHECK_BUDGET_S=1500 GPU_CHECK_LIMIT_S=900  # a CPU is slower than the GPU limits assume; nothing is cut
 t0=$(date +%s)
 for phase in nodata data; do
   s=$(date +%s)

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # each phase's steps, as scripts/gpu_check.sh names them, in its order
 STEPS = {"nodata": ("step-bench", "tests", "kernels", "profile-default", "profile-reduce-overhead", "profile-graph",
                     "graph-run"),
-         "data": ("race-fast", "race-seed", "ladder", "pipeline")}
+         "data": ("race-fast", "race-seed", "ladder", "pipeline", "seeds")}
 STEP_MODES = ("off", "default", "reduce-overhead", "graph")  # step-bench's rows of the new step
 PROFILE_MODES = ("default", "reduce-overhead", "graph")
 TABLES = ("kernels.csv", "step.csv", "pipeline.csv")
@@ -76,6 +76,9 @@ def check_phase(phase: str, folder: Path, cuda: bool) -> list[str]:
                 bad.append(f"data: run {r['run_id']} has no runs/{r['run_id']}/epochs.csv")
         if not rows(res / "pipeline.csv"):
             bad.append("data: pipeline-bench wrote no rows to pipeline.csv")
+        seeds = [r for r in runs if r["preset"].split("(")[0] == "fast" and r["variant"] == "fast"]
+        if not any(int(r["seed"]) >= 100 for r in seeds):
+            bad.append("data: the seeds step wrote no row of fast with seed >= 100")
     return bad
 
 
