@@ -21,15 +21,17 @@ import torch
 from pipeline.cifar10 import DataError
 from pipeline.dali import DaliUnavailable
 
-from .config import LADDER, RECIPES, TRAIN_IMAGES, ConfigError, build_config, resolve_key
+from .config import (LADDER, RECIPES, SMOKE_EPOCHS, SMOKE_TEST_IMAGES, SMOKE_TRAIN_IMAGES, TRAIN_IMAGES, ConfigError,
+                     build_config, resolve_key)
 from .config_help import keys_epilog
 from .machine import cpu_has_native_bf16
 from .distributed import env_is_main, shutdown
 from .preflight import MissingPackage, preflight
 from .results import ResultsError
 
-SMOKE_NOTE = ("no CUDA device: running the smoke profile (real data, 8,000 training images, 2 epochs); "
-              "`make bench PROFILE=full` runs the full race to 90% here (hours on a CPU)")
+SMOKE_NOTE = (f"no CUDA device: running the smoke profile (real data, {SMOKE_TRAIN_IMAGES:,} training images, "
+              f"{SMOKE_EPOCHS} epoch{'s' if SMOKE_EPOCHS > 1 else ''}, {SMOKE_TEST_IMAGES:,} test images); "
+              f"`make bench PROFILE=full` runs the full race to 90% here (hours on a CPU)")
 MAX_STEPS = 10_000  # a tool's timed or profiled steps
 MAX_BATCH = TRAIN_IMAGES  # the training split: no batch is larger
 MAX_RUNS = 10_000  # repeats per variant: a typo's extra zeros should not start a month of training

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import LADDER
+from .config import LADDER, SMOKE_TEST_IMAGES, SMOKE_TRAIN_IMAGES
 from .machine import device_heading
 from .records import AXES, row_label
 from .results import atomic_write
@@ -35,7 +35,7 @@ REL = 1e-3  # agreement tolerance for times read back from CSV (6 significant di
 EVENT = ["machine", "preset", "profile", "target_acc", "train_images", "test_images"]  # runs raced against each other
 NUMERIC = ["epochs_run", "target_acc", "target_epoch", "time_to_target_s", "train_time_s", "eval_time_s",
            "warmup_s", "data_wait_s", "final_test_acc", "best_test_acc", "images_per_s", "train_images", "test_images"]
-STANDARD = {"full": (50000, 10000), "smoke": (8000, 2000)}  # data sizes of each profile (plot names omit them)
+STANDARD = {"full": (50000, 10000), "smoke": (SMOKE_TRAIN_IMAGES, SMOKE_TEST_IMAGES)}  # plot names omit these sizes
 
 
 class NoRuns(Exception):

@@ -1,13 +1,15 @@
 """The race: variants of one recipe side by side on one device, same seeds, then one table."""
 from __future__ import annotations
 
+import csv
+import math
 import os
 import statistics
 from dataclasses import replace
 
 from pipeline import load_cifar10
 
-from .config import build_config
+from .config import TRAIN_IMAGES, VARIANTS, build_config
 from .machine import device_name
 from .stats import mean_cell, share_cell, time_cells
 from .train import RunResult, resolve_device, train
@@ -45,7 +47,43 @@ def race(preset: str, variants: list[str | None], profile: str, runs: int,
             results[cfg.variant].append(train(cfg, data, tensorboard=tensorboard))
     if main_rank:
         print(race_table(results, cfgs[variants[0]].train.target_acc, device_name(device)))
+        if profile == "smoke":
+            print(full_race_estimate(preset, results, overrides, device.type, cfgs[variants[0]].results_dir))
     return results
+
+
+def gpu_times(results_dir: str, preset: str) -> list[str]:
+    """`label median s on device` for each label of `preset` that reached the target on a GPU, from runs.csv."""
+    try:
+        with open(os.path.join(results_dir, "runs.csv"), newline="", encoding="utf-8-sig") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("device_type") == "cuda" and r.get("preset") == preset
+                    and r.get("profile") == "full" and r.get("status") == "reached"]
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
+    by: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        by.setdefault((r.get("label") or r["variant"], r["device"]), []).append(float(r["time_to_target_s"]))
+    return [f"{label} {statistics.median(t):.1f} s on {device} ({len(t)} run{'s' if len(t) > 1 else ''})"
+            for (label, device), t in sorted(by.items())]
+
+
+def full_race_estimate(preset: str, results: dict[str, list[RunResult]], overrides: dict[str, str],
+                       device_type: str, results_dir: str) -> str:
+    """One line after a smoke race: what the full race would take here, from the img/s just measured (training
+    only, over the recipe's whole schedule: an upper bound where the target comes earlier), and on the GPU rows
+    of this recipe in runs.csv."""
+    parts, total = [], 0.0
+    for name, rs in results.items():
+        full = build_config(preset, name if name in VARIANTS else None, "full", overrides, device_type)
+        images = full.train.epochs * (full.data.train_subset or TRAIN_IMAGES)
+        ips = statistics.median(r.images_per_s for r in rs)
+        seconds = images / ips if ips > 0 else math.inf
+        total += seconds
+        parts.append(f"{name} {seconds / 3600:.1f} h at {ips:,.0f} img/s")
+    gpu = gpu_times(results_dir, preset)
+    return (f"estimate: the full race of the {preset} recipe would train about {total / 3600:.1f} h on this machine "
+            f"({'; '.join(parts)}; its {full.train.epochs} epochs, evaluation and compilation not counted); on a GPU: "
+            + ("; ".join(gpu) if gpu else "no GPU row of this recipe in runs.csv yet"))
 
 
 def race_table(results: dict[str, list[RunResult]], target: float, device: str) -> str:

@@ -1,0 +1,28 @@
+"""The race's closing lines: the table, and after a smoke race the estimate of the full race here and on a GPU."""
+from bench.race import full_race_estimate
+from bench.results import RUN_COLUMNS, write_csv
+from bench.train import RunResult
+
+
+def result(images_per_s: float) -> RunResult:
+    return RunResult(run_id="x", status="not_reached", epochs_run=1, target_epoch=None, time_to_target_s=None,
+                     train_time_s=10.0, eval_time_s=1.0, warmup_s=0.0, wall_time_s=12.0, data_wait_s=0.0,
+                     final_test_acc=0.3, best_test_acc=0.3, images_per_s=images_per_s)
+
+
+def test_estimate_scales_the_measured_img_per_s_to_the_full_schedule_and_names_the_gpu_rows(tmp_path):
+    rows = [{"run_id": f"g{i}", "device": "NVIDIA H200", "device_type": "cuda", "preset": "seed", "profile": "full",
+             "status": "reached", "variant": "fast", "label": "fast", "time_to_target_s": t}
+            for i, t in enumerate((15.0, 16.0, 20.0))]
+    rows.append({**rows[0], "run_id": "other", "preset": "fast", "time_to_target_s": 3.0})  # another recipe
+    write_csv(tmp_path / "runs.csv", RUN_COLUMNS, rows)
+    line = full_race_estimate("seed", {"eager": [result(50.0)], "fast": [result(100.0), result(200.0)]}, {}, "cpu",
+                              str(tmp_path))
+    # seed: 24 epochs x 50,000 images = 1.2M images; eager at 50 img/s: 6.7 h; fast at the median 150 img/s: 2.2 h
+    assert "about 8.9 h" in line and "eager 6.7 h at 50 img/s" in line and "fast 2.2 h at 150 img/s" in line
+    assert "fast 16.0 s on NVIDIA H200 (3 runs)" in line and "3.0" not in line
+
+
+def test_estimate_says_when_no_gpu_row_exists(tmp_path):
+    line = full_race_estimate("fast", {"fast": [result(40.0)]}, {}, "cpu", str(tmp_path))
+    assert line.endswith("on a GPU: no GPU row of this recipe in runs.csv yet") and "fast 1.4 h at 40 img/s" in line
