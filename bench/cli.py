@@ -16,15 +16,13 @@ import sys
 import threading
 from pathlib import Path
 
-import torch
-
 from pipeline.cifar10 import DataError
 from pipeline.dali import DaliUnavailable
 
 from .config import (LADDER, RECIPES, SMOKE_EPOCHS, SMOKE_TEST_IMAGES, SMOKE_TRAIN_IMAGES, TRAIN_IMAGES, ConfigError,
                      build_config, resolve_key)
 from .config_help import keys_epilog
-from .machine import cpu_has_native_bf16
+from .machine import cpu_has_native_bf16, default_device_type
 from .distributed import env_is_main, shutdown
 from .preflight import MissingPackage, preflight
 from .results import ResultsError
@@ -87,7 +85,7 @@ def auto_profile(profile: str) -> str:
     """'auto' -> full on CUDA, smoke otherwise (the note saying so is printed once the command is accepted)."""
     if profile != "auto":
         return profile
-    return "full" if torch.cuda.is_available() else "smoke"
+    return "full" if default_device_type() == "cuda" else "smoke"
 
 
 def _refuse(kind: str, e: BaseException) -> int:
@@ -314,7 +312,7 @@ def _profile(args, extra: list[str]) -> int:
 
 
 def _show_config(args, extra: list[str]) -> int:
-    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    device_type = default_device_type()
     cfg = build_config(args.preset, args.variant, auto_profile(args.profile), parse_overrides(extra), device_type)
     print(json.dumps(json.loads(cfg.to_json()), indent=2))  # one key per line: read by people, parsed as JSON
     return 0
@@ -324,7 +322,7 @@ def _training(args, extra: list[str]) -> int:
     """run, race, ladder and lr-find: configs, every check (or the dry run's verdict), then the command."""
     overrides = parse_overrides(extra)
     profile = auto_profile(args.profile)
-    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    device_type = default_device_type()
     many = args.command in ("race", "ladder")
     repeats = getattr(args, "runs", 1) != 1 and args.command == "run"  # run --runs=N: the race of one variant
     variants = comma_list("--variants" if args.command == "race" else "--rungs", args.variants) if many \
@@ -344,12 +342,14 @@ def _training(args, extra: list[str]) -> int:
         finder = build_config(args.preset, getattr(args, "variant", None) or "fast", "full", overrides, device_type)
         preflight([finder], "lr_find.csv")
     preflight(cfgs, "lr_find.csv" if args.command == "lr-find" else "runs.csv")
-    slow = slow_precision_note(cfgs, device_type)  # said by the dry run too: it is what the run would do
-    if slow and env_is_main():
-        print(slow, flush=True)  # stdout, as the smoke note: stderr keeps to refusals and errors
+    slow = slow_precision_note(cfgs, device_type)  # said by the dry run too (after its verdict): what the run does
     if args.dry_run:
         print(f"checks passed: {args.command} would start ({', '.join(f'{c.preset}/{c.variant}' for c in cfgs)})")
+        if slow:
+            print(slow)
         return 0
+    if slow and env_is_main():
+        print(slow, flush=True)  # stdout, as the smoke note: stderr keeps to refusals and errors
     if args.profile == "auto" and profile == "smoke" and env_is_main():
         print(SMOKE_NOTE, flush=True)
     if finder is not None:

@@ -39,6 +39,7 @@ import torch
 
 from bench.config import ConfigError
 from bench.results import ResultsError, atomic_write
+from bench.results import write_csv as write_rows  # this module's write_csv takes (rows, path)
 
 # target -> (capability, GPU it stands for, SMs, shared memory per SM bytes, copy bandwidth GB/s)
 TARGETS = {"sm_90": (90, "H200", 132, 228 * 1024, 4250.0), "sm_80": (80, "A100", 108, 164 * 1024, 1550.0)}
@@ -292,11 +293,7 @@ def static_rows(targets=tuple(TARGETS), dtypes=tuple(DTYPES), layouts=tuple(LAYO
 
 def write_csv(rows: list[dict], path: Path) -> None:
     """Replace `path` with the rows in one rename: a compile that fails or a Ctrl-C mid-way leaves the previous CSV."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS)
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write(path, buf.getvalue())
+    write_rows(path, COLUMNS, rows)  # the one results writer
 
 
 def markdown_table(path: Path, dtype: str = "bf16", layout: str = "channels_last",

@@ -8,11 +8,10 @@ ablation). On a CPU the rungs that need CUDA are skipped, each with one line say
 """
 from __future__ import annotations
 
-import os
-
 import pandas as pd
 
 from .config import LADDER, NEEDS_CUDA, ConfigError
+from .distributed import env_is_main
 from .leaderboard import ladder_table
 from .race import race
 from .train import RunResult
@@ -43,6 +42,6 @@ def results_frame(results: dict[str, list[RunResult]]) -> pd.DataFrame:
 def ladder(preset: str, rungs: list[str], profile: str, runs: int, overrides: dict[str, str]) -> dict:
     """Race the rungs (already filtered by `runnable`), then print the ladder table."""
     results = race(preset, rungs, profile, runs, overrides)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if env_is_main():
         print("\n".join(ladder_table(results_frame(results))) or "(one rung ran: no ladder to show)")
     return results

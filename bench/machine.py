@@ -47,6 +47,12 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def default_device_type() -> str:
+    """'cuda' where a CUDA device is visible, else 'cpu': what `auto` and the tools run on."""
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def device_name(device) -> str:
     """'NVIDIA H100 80GB HBM3' on CUDA; the CPU model and the threads torch uses otherwise."""
     import torch

@@ -22,6 +22,7 @@ import torch
 from model.transforms import DTYPES
 
 from .config import ConfigError, build_config
+from .machine import default_device_type
 from .results import ENV_COLUMNS, append_row, environment
 from .timer import synchronize
 
@@ -104,7 +105,7 @@ def main(results_dir: str = "results", pipelines: str = ",".join(PIPELINES), rou
     if 0 < train_subset < BATCH:  # no whole batch: every pipeline would time 0 images and append a row of 0 img/s
         raise ConfigError(f"--train-subset={train_subset} is under one batch of {BATCH} images, so nothing would be "
                           f"timed: give --train-subset >= {BATCH}, or 0 for all 50,000")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(default_device_type())
     data = load_cifar10(os.environ.get("CIFAR10_DIR") or None, device).subset(train_subset, 0)
     env, (dali_ok, dali_info) = environment(device), dali_available()
     precision = build_config("fast", "fast", "full", {}, device.type).train.precision  # what training consumes here

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pipeline import load_cifar10
 
 from .config import TRAIN_IMAGES, VARIANTS, build_config
+from .distributed import env_is_main
 from .machine import device_name
 from .stats import mean_cell, share_cell, time_cells
 from .train import RunResult, resolve_device, train
@@ -30,7 +31,7 @@ def race(preset: str, variants: list[str | None], profile: str, runs: int,
     of None is the recipe as it is (`run --runs=N`); `tensorboard`: each run also writes an event file."""
     probe = build_config(preset, None, profile, overrides)
     device = resolve_device(probe.train.device)
-    main_rank = int(os.environ.get("RANK", "0")) == 0
+    main_rank = env_is_main()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     # loaded once, shared by every run; under torchrun each run moves it to its rank's device
     data = load_cifar10(probe.data.data_dir or None, "cpu" if distributed else device)

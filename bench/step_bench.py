@@ -25,6 +25,7 @@ from model.transforms import DTYPES, build_model
 
 from .config import COMPILE_MODES, TRAIN_IMAGES, ConfigError, build_config
 from .ema import WeightEMA
+from .machine import default_device_type
 from .results import ENV_COLUMNS, append_row, environment
 from .step import PlainStep, TrainStep, cuda_standin
 from .timer import synchronize
@@ -77,7 +78,7 @@ def parse_batch_sizes(text: str) -> list[int]:
 
 def main(results_dir: str = "results", batch_sizes: str = "512,16", steps: int = 0, warmup: int = 3,
          compile_modes: str = "") -> int:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(default_device_type())
     rows = cases(device, compile_modes)
     sizes = parse_batch_sizes(batch_sizes)
     env = environment(device)

@@ -26,6 +26,7 @@ from model.transforms import DTYPES, build_model
 
 from .config import build_config
 from .ema import WeightEMA
+from .machine import default_device_type
 from .results import atomic_write, environment, write_csv
 from .step import TrainStep, capture_for
 from .timer import synchronize
@@ -45,7 +46,7 @@ def _device_events(prof, cuda: bool) -> list:
 def profile_steps(preset: str = "fast", variant: str = "fast", steps: int = 3, warmup: int = 2,
                   overrides: dict[str, str] | None = None, results_dir: str = "results") -> Path:
     """Profile `steps` warm steps; returns the folder written."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(default_device_type())
     cuda = device.type == "cuda"
     cfg = build_config(preset, variant, "full", {"device": device.type, **(overrides or {})}, device.type)
     t = cfg.train

@@ -36,6 +36,7 @@ from pipeline.cifar10 import data_fingerprint
 from .config import TTA_MODES, RunConfig, axis_settings, variant_settings
 from .distributed import DistInfo, all_reduce_sum, barrier, env_is_main, init_distributed, shard, wrap_ddp
 from .ema import WeightEMA
+from .machine import default_device_type
 from .progress import Progress
 from .records import make_label
 from .report import write_report
@@ -77,7 +78,7 @@ class RunResult:
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(default_device_type())
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"train.device={name} was asked for but no CUDA device is visible; use train.device=cpu")
