@@ -52,6 +52,16 @@ TRITON_DEVICE = TRITON_DEVICES[0]
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; none is visible")
 
 
+def random_cifar(n_train: int = 128, n_test: int = 64):
+    """A CIFAR-10-shaped data set of random pixels and labels, on the CPU: for runs whose accuracy is not the point."""
+    from pipeline.cifar10 import CIFAR10
+    g = torch.Generator().manual_seed(0)
+    return CIFAR10(torch.randint(0, 256, (n_train, 3, 32, 32), dtype=torch.uint8, generator=g),
+                   torch.randint(0, 10, (n_train,), generator=g),
+                   torch.randint(0, 256, (n_test, 3, 32, 32), dtype=torch.uint8, generator=g),
+                   torch.randint(0, 10, (n_test,), generator=g))
+
+
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float, what: str = "") -> None:
     """torch.testing.assert_close, reporting the worst element (index, values) on failure."""
     a, e = actual.detach().double().cpu(), expected.detach().double().cpu()

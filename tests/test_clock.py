@@ -10,7 +10,6 @@ are exact in floating point. The network is a tiny stand-in (the clock's rules a
 from types import SimpleNamespace
 
 import pytest
-import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -19,7 +18,7 @@ from bench import train as train_mod
 from bench.config import build_config
 from bench.train import train
 from model.resnet import ConvBlock, norm_act_factory
-from pipeline.cifar10 import CIFAR10
+from tests.conftest import random_cifar
 
 STEP_S, EVAL_S, WHITEN_S = 1.0, 64.0, 1024.0
 STEPS_PER_EPOCH = 2  # 64 training images, batch 32
@@ -39,11 +38,7 @@ class Net(nn.Module):
 
 
 def fake_data(n_train=64, n_test=32):
-    g = torch.Generator().manual_seed(0)
-    return CIFAR10(torch.randint(0, 256, (n_train, 3, 32, 32), dtype=torch.uint8, generator=g),
-                   torch.randint(0, 10, (n_train,), generator=g),
-                   torch.randint(0, 256, (n_test, 3, 32, 32), dtype=torch.uint8, generator=g),
-                   torch.randint(0, 10, (n_test,), generator=g))
+    return random_cifar(n_train, n_test)
 
 
 @pytest.fixture

@@ -14,8 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from bench.cli import _parser
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,6 +1,5 @@
 """The leaderboard reads only the CSVs, ranks per device, lists misses apart, refuses rows its evidence contradicts."""
 import struct
-import zlib
 
 import pandas as pd
 

@@ -1,6 +1,5 @@
 """Properties of the augmentation verbs and the training loaders over any shape, dtype, padding, cutout size, seed
 and memory layout (hypothesis). References here are built by slicing, never by the code under test."""
-import pytest
 import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st

@@ -15,7 +15,7 @@ from bench.config import build_config
 from bench.records import row_label
 from bench.results import EPOCH_COLUMNS, RUN_COLUMNS, write_csv
 from bench.train import train
-from conftest import ROOT
+from tests.conftest import ROOT
 
 
 def stand_in_machine(monkeypatch, native_bf16: bool) -> None:

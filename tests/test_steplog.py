@@ -1,6 +1,5 @@
 """The per-step log (steps.csv) and the hand-written TensorBoard event file, end to end through train() and the CLI."""
 import csv
-import json
 import math
 import struct
 from pathlib import Path

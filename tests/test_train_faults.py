@@ -3,19 +3,12 @@ leaves its evidence (epoch log, row with epoch, step and rule)."""
 import csv
 import math
 
-import torch
 
 from bench.config import build_config
 from bench.train import LOSS_BOUND, first_divergence, train
-from pipeline.cifar10 import CIFAR10
+from tests.conftest import random_cifar
 
 
-def random_data(n_train=128, n_test=64):
-    g = torch.Generator().manual_seed(0)
-    return CIFAR10(torch.randint(0, 256, (n_train, 3, 32, 32), dtype=torch.uint8, generator=g),
-                   torch.randint(0, 10, (n_train,), generator=g),
-                   torch.randint(0, 256, (n_test, 3, 32, 32), dtype=torch.uint8, generator=g),
-                   torch.randint(0, 10, (n_test,), generator=g))
 
 
 def tiny(tmp_path, **over):
@@ -32,14 +25,14 @@ def test_a_failing_report_leaves_the_row(tmp_path, monkeypatch, capsys):
     def disk_full(*a, **k):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr("bench.train.write_report", disk_full)
-    r = train(tiny(tmp_path), random_data())
+    r = train(tiny(tmp_path), random_cifar())
     assert [row["run_id"] for row in rows(tmp_path)] == [r.run_id]
     assert (tmp_path / "runs" / r.run_id / "epochs.csv").is_file()
     assert "report not written (OSError" in capsys.readouterr().out
 
 
 def test_divergence_in_epoch_one_writes_its_epoch_log_and_row(tmp_path):
-    r = train(tiny(tmp_path, **{"optim.optimizer": "sgd", "optim.lr_max": "1e6"}), random_data())
+    r = train(tiny(tmp_path, **{"optim.optimizer": "sgd", "optim.lr_max": "1e6"}), random_cifar())
     assert r.status == "diverged" and r.diverged_at[0] == 1 and r.diverged_at[1] >= 1
     log = tmp_path / "runs" / r.run_id / "epochs.csv"
     assert log.read_text().splitlines()[0].startswith("epoch,")  # the file the summary names exists
