@@ -182,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
     ld.add_argument("--rungs", dest="variants", metavar="RUNGS", default=",".join(LADDER),
                     help="comma list of rungs")
     ld.add_argument("--runs", type=int, default=1, help="repeats per rung (seeds seed, seed+1, ...)")
-    for recorded in (run, rc):  # a recording choice, like the results folder: not in the config or the label
+    for recorded in (run, rc, ld):  # a recording choice, like the results folder: not in the config or the label
         recorded.add_argument("--tensorboard", action="store_true", help="also write a TensorBoard event file in "
                               "results/runs/<run_id>/tensorboard/ (per-step loss and LR, per-epoch accuracy)")
     for checked in (run, rc, lf, ld):  # every command that trains
@@ -372,7 +372,7 @@ def slow_precision_note(cfgs, device_type: str) -> str:
 def _start(args, cfgs, variants: list[str], profile: str, overrides: dict[str, str]) -> int:
     if args.command == "ladder":
         from .ladder import ladder
-        ladder(args.preset, variants, profile, args.runs, overrides)
+        ladder(args.preset, variants, profile, args.runs, overrides, tensorboard=args.tensorboard)
     elif args.command == "race" or getattr(args, "runs", 1) != 1:
         from .race import race
         race(args.preset, variants, profile, args.runs, overrides, tensorboard=args.tensorboard)

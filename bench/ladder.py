@@ -39,9 +39,10 @@ def results_frame(results: dict[str, list[RunResult]]) -> pd.DataFrame:
                           "time_to_target_s": r.time_to_target_s} for rung, rs in results.items() for r in rs])
 
 
-def ladder(preset: str, rungs: list[str], profile: str, runs: int, overrides: dict[str, str]) -> dict:
+def ladder(preset: str, rungs: list[str], profile: str, runs: int, overrides: dict[str, str],
+           tensorboard: bool = False) -> dict:
     """Race the rungs (already filtered by `runnable`), then print the ladder table."""
-    results = race(preset, rungs, profile, runs, overrides)
+    results = race(preset, rungs, profile, runs, overrides, tensorboard=tensorboard)
     if env_is_main():
         print("\n".join(ladder_table(results_frame(results))) or "(one rung ran: no ladder to show)")
     return results

@@ -262,3 +262,16 @@ def test_race_passes_tensorboard_to_every_run(monkeypatch, tmp_path, cifar, cifa
     seen.clear()
     assert main(args) == 0
     assert seen == [("eager", {"tensorboard": False}), ("fast", {"tensorboard": False})]
+
+
+def test_ladder_passes_tensorboard_to_every_rung(monkeypatch, tmp_path, cifar, cifar_dir):
+    seen = []
+    monkeypatch.setattr("bench.race.load_cifar10", lambda *a, **k: cifar)
+    monkeypatch.setattr("bench.race.train", lambda cfg, data, **k: seen.append((cfg.variant, k)))
+    monkeypatch.setattr("bench.race.race_table", lambda *a: "")
+    monkeypatch.setattr("bench.ladder.results_frame", lambda results: None)
+    monkeypatch.setattr("bench.ladder.ladder_table", lambda frame: [])
+    args = ["ladder", "--rungs=eager,device", "--profile=full", f"--data_dir={cifar_dir}",
+            *[f"--{k}={v}" for k, v in overrides(tmp_path).items()]]
+    assert main(args + ["--tensorboard"]) == 0
+    assert seen == [("eager", {"tensorboard": True}), ("device", {"tensorboard": True})]
