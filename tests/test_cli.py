@@ -38,9 +38,11 @@ def md5_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def trained(monkeypatch):
     """Stands in for every way a command trains: records the configs it was given instead."""
+    import bench.ladder  # imported now, so that its `from .race import race` binds the real race, not this stub
     calls = []
     monkeypatch.setattr("bench.train.train", lambda cfg, *a, **k: calls.append(cfg))
     monkeypatch.setattr("bench.race.race", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr("bench.ladder.race", lambda *a, **k: calls.append(a))
     monkeypatch.setattr("bench.lr_find.run_finder", lambda cfg, *a, **k: calls.append(cfg))
     return calls
 
