@@ -22,8 +22,8 @@ from pipeline.dali import DaliUnavailable
 from .config import (LADDER, RECIPES, SMOKE_EPOCHS, SMOKE_TEST_IMAGES, SMOKE_TRAIN_IMAGES, TRAIN_IMAGES, ConfigError,
                      build_config, resolve_key)
 from .config_help import keys_epilog
-from .machine import cpu_has_native_bf16, default_device_type
 from .distributed import env_is_main, shutdown
+from .machine import cpu_has_native_bf16, default_device_type
 from .preflight import MissingPackage, preflight
 from .results import ResultsError
 
@@ -324,14 +324,13 @@ def _training(args, extra: list[str]) -> int:
     profile = auto_profile(args.profile)
     device_type = default_device_type()
     many = args.command in ("race", "ladder")
-    repeats = getattr(args, "runs", 1) != 1 and args.command == "run"  # run --runs=N: the race of one variant
     variants = comma_list("--variants" if args.command == "race" else "--rungs", args.variants) if many \
         else [args.variant]
     if args.command == "ladder":
         from .ladder import runnable
         variants = runnable(variants, device_type)  # rungs that need CUDA skipped on a CPU, one line each
     cfgs = [build_config(args.preset, v, profile, overrides, device_type) for v in variants]
-    if (many or repeats) and not 1 <= args.runs <= MAX_RUNS:
+    if (many or repeated_run(args)) and not 1 <= args.runs <= MAX_RUNS:
         raise ConfigError(f"{args.command} needs --runs in [1, {MAX_RUNS}] (got {args.runs})")
     if not variants:
         raise ConfigError(f"{args.command} needs at least one of --variants=eager,fast")
@@ -359,6 +358,11 @@ def _training(args, extra: list[str]) -> int:
     return _start(args, cfgs, variants, profile, overrides)
 
 
+def repeated_run(args) -> bool:
+    """`run --runs=N` with N != 1: the race of one variant (lr-find has no --runs)."""
+    return args.command == "run" and args.runs != 1
+
+
 def slow_precision_note(cfgs, device_type: str) -> str:
     """One line when a run without a variant trains in bf16 on a CPU that has no native bf16 ('' otherwise)."""
     if device_type != "cpu" or not any(c.variant == "custom" and c.train.precision == "bf16" for c in cfgs):
@@ -373,7 +377,7 @@ def _start(args, cfgs, variants: list[str], profile: str, overrides: dict[str, s
     if args.command == "ladder":
         from .ladder import ladder
         ladder(args.preset, variants, profile, args.runs, overrides, tensorboard=args.tensorboard)
-    elif args.command == "race" or getattr(args, "runs", 1) != 1:
+    elif args.command == "race" or repeated_run(args):
         from .race import race
         race(args.preset, variants, profile, args.runs, overrides, tensorboard=args.tensorboard)
     elif args.command == "lr-find":

@@ -1,28 +1,20 @@
 """The race: variants of one recipe side by side on one device, same seeds, then one table."""
 from __future__ import annotations
 
-import csv
 import math
 import os
 import statistics
 from dataclasses import replace
+from pathlib import Path
 
 from pipeline import load_cifar10
 
 from .config import TRAIN_IMAGES, VARIANTS, build_config
 from .distributed import env_is_main
+from .leaderboard import NoRuns, load
 from .machine import device_name
-from .stats import mean_cell, share_cell, time_cells
+from .stats import mean_cell, median_spread, share_cell, time_cells
 from .train import RunResult, resolve_device, train
-
-
-def _median_spread(values: list[float]) -> str:
-    if not values:
-        return "-"
-    med = statistics.median(values)
-    if len(values) == 1:
-        return f"{med:.1f}"
-    return f"{med:.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
 def race(preset: str, variants: list[str | None], profile: str, runs: int,
@@ -54,18 +46,16 @@ def race(preset: str, variants: list[str | None], profile: str, runs: int,
 
 
 def gpu_times(results_dir: str, preset: str) -> list[str]:
-    """`label median s on device` for each label of `preset` that reached the target on a GPU, from runs.csv."""
+    """`label median s on device` for each label of `preset` that reached the target on a GPU: the leaderboard's
+    rows (each checked against its epoch log), not a second reading of runs.csv."""
     try:
-        with open(os.path.join(results_dir, "runs.csv"), newline="", encoding="utf-8-sig") as f:
-            rows = [r for r in csv.DictReader(f) if r.get("device_type") == "cuda" and r.get("preset") == preset
-                    and r.get("profile") == "full" and r.get("status") == "reached"]
-    except (OSError, csv.Error, UnicodeDecodeError):
+        ok, _ = load(Path(results_dir))
+    except NoRuns:
         return []
-    by: dict[tuple[str, str], list[float]] = {}
-    for r in rows:
-        by.setdefault((r.get("label") or r["variant"], r["device"]), []).append(float(r["time_to_target_s"]))
-    return [f"{label} {statistics.median(t):.1f} s on {device} ({len(t)} run{'s' if len(t) > 1 else ''})"
-            for (label, device), t in sorted(by.items())]
+    rows = ok[(ok["device_type"] == "cuda") & (ok["preset"] == preset) & (ok["profile"] == "full")
+              & (ok["status"] == "reached")]
+    return [f"{label} {t.median():.1f} s on {device} ({len(t)} run{'s' if len(t) > 1 else ''})"
+            for (label, device), t in rows.groupby(["label", "device"], sort=True)["time_to_target_s"]]
 
 
 def full_race_estimate(preset: str, results: dict[str, list[RunResult]], overrides: dict[str, str],
@@ -110,9 +100,9 @@ def race_table(results: dict[str, list[RunResult]], target: float, device: str) 
         median, olympic = time_cells([r.time_to_target_s for r in rs if r.time_to_target_s is not None])
         lines.append(f"| {v} | {len(rs)} | {share_cell(reached, len(rs))} | {median} | {olympic} | "
                      f"{mean_cell([r.best_test_acc for r in rs], 100)} | "
-                     f"{_median_spread([float(r.epochs_run) for r in rs])} | "
+                     f"{median_spread([float(r.epochs_run) for r in rs])} | "
                      f"{statistics.median([r.images_per_s for r in rs]):,.0f} | "
-                     f"{_median_spread([r.warmup_s for r in rs])} | {speed} |")
+                     f"{median_spread([r.warmup_s for r in rs])} | {speed} |")
     lines.append("reached: runs at the target of all runs, with the share's 95% Wilson interval; olympic mean: the "
                  "fastest and slowest dropped; speedup is the ratio of median times to target, or of median training "
                  "time per epoch where a variant did not reach the target in every run")

@@ -51,13 +51,19 @@ def share_cell(k: int, n: int) -> str:
     return f"{k}/{n} ({100 * lo:.0f}-{100 * hi:.0f}%)"
 
 
+def median_spread(values: list[float]) -> str:
+    """`12.0 (10.0-14.0)`: the median and the range, the median alone for one value, '-' for none."""
+    if not values:
+        return "-"
+    spread = f" ({min(values):.1f}-{max(values):.1f})" if len(values) > 1 else ""
+    return f"{statistics.median(values):.1f}{spread}"
+
+
 def time_cells(times: list[float]) -> tuple[str, str]:
     """(`median (min-max)`, olympic mean) of times to target, '-' where there are none."""
     if not times:
         return "-", "-"
-    med = statistics.median(times)
-    spread = f" ({min(times):.1f}-{max(times):.1f})" if len(times) > 1 else ""
-    return f"{med:.1f}{spread}", f"{olympic_mean(times):.1f}"
+    return median_spread(times), f"{olympic_mean(times):.1f}"
 
 
 def mean_cell(values: list[float], scale: float = 1.0, digits: int = 2) -> str:

@@ -1,7 +1,7 @@
 """The race's closing lines: the table, and after a smoke race the estimate of the full race here and on a GPU."""
 from bench.race import full_race_estimate
-from bench.results import RUN_COLUMNS, write_csv
 from bench.train import RunResult
+from tests.test_leaderboard import add_run
 
 
 def result(images_per_s: float) -> RunResult:
@@ -11,11 +11,10 @@ def result(images_per_s: float) -> RunResult:
 
 
 def test_estimate_scales_the_measured_img_per_s_to_the_full_schedule_and_names_the_gpu_rows(tmp_path):
-    rows = [{"run_id": f"g{i}", "device": "NVIDIA H200", "device_type": "cuda", "preset": "seed", "profile": "full",
-             "status": "reached", "variant": "fast", "label": "fast", "time_to_target_s": t}
-            for i, t in enumerate((15.0, 16.0, 20.0))]
-    rows.append({**rows[0], "run_id": "other", "preset": "fast", "time_to_target_s": 3.0})  # another recipe
-    write_csv(tmp_path / "runs.csv", RUN_COLUMNS, rows)
+    for i, t in enumerate((15.0, 16.0, 20.0)):  # rows with their epoch logs: the estimate quotes checked rows only
+        add_run(tmp_path, f"g{i}", "NVIDIA H200", "fast", [0.95], t)
+    add_run(tmp_path, "other", "NVIDIA H200", "fast", [0.95], 3.0, preset="fast")  # another recipe
+    add_run(tmp_path, "lie", "NVIDIA H200", "fast", [0.95], 1.0, tamper={"time_to_target_s": 0.5})  # refused
     line = full_race_estimate("seed", {"eager": [result(50.0)], "fast": [result(100.0), result(200.0)]}, {}, "cpu",
                               str(tmp_path))
     # seed: 24 epochs x 50,000 images = 1.2M images; eager at 50 img/s: 6.7 h; fast at the median 150 img/s: 2.2 h
