@@ -29,7 +29,7 @@ from .config import LADDER, SMOKE_TEST_IMAGES, SMOKE_TRAIN_IMAGES
 from .machine import device_heading
 from .records import AXES, row_label
 from .results import atomic_write
-from .stats import mean_cell, mean_ci, olympic_mean, share_cell, wilson
+from .stats import mean_cell, mean_ci, olympic_mean, share_cell, speedup, wilson
 
 REL = 1e-3  # agreement tolerance for times read back from CSV (6 significant digits are written)
 EVENT = ["machine", "preset", "profile", "target_acc", "train_images", "test_images"]  # runs raced against each other
@@ -245,9 +245,9 @@ def ranking(ok: pd.DataFrame) -> pd.DataFrame:
     table = table.merge(tried, on=keys, how="left")
     bounds = [wilson(int(r["runs"]), int(r["tried"])) for r in table.to_dict("records")]
     table["reached_lo"], table["reached_hi"] = [b[0] for b in bounds], [b[1] for b in bounds]
-    eager = {tuple(r[k] for k in EVENT): r["median_s"] for r in table.to_dict("records") if r["label"] == "eager"}
-    table["speedup_vs_eager"] = [eager.get(tuple(r[k] for k in EVENT), math.nan) / r["median_s"]
-                                 for r in table.to_dict("records")]
+    times = {key: list(t) for key, t in g["time_to_target_s"]}
+    table["speedup_vs_eager"] = [speedup(times.get(tuple(r[k] for k in EVENT) + ("eager",), []),
+                                         times[tuple(r[k] for k in keys)]) for r in table.to_dict("records")]
     table = table.sort_values(EVENT + ["median_s"], na_position="last").reset_index(drop=True)
     table["rank"] = _groups(table, EVENT).cumcount() + 1
     return table[cols]

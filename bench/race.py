@@ -13,7 +13,7 @@ from .config import TRAIN_IMAGES, VARIANTS, build_config
 from .distributed import env_is_main
 from .leaderboard import NoRuns, load
 from .machine import device_name
-from .stats import mean_cell, median_spread, share_cell, time_cells
+from .stats import mean_cell, median_spread, share_cell, speedup, time_cells
 from .train import RunResult, resolve_device, train
 
 
@@ -95,7 +95,7 @@ def race_table(results: dict[str, list[RunResult]], target: float, device: str) 
         kind, times = key_time(rs)
         speed = "-"
         if base and base[0] == kind:
-            speed = f"{statistics.median(base[1]) / statistics.median(times):.2f}x" + (" (per epoch)" if kind == "epoch" else "")
+            speed = f"{speedup(base[1], times):.2f}x" + (" (per epoch)" if kind == "epoch" else "")
         reached = sum(r.status == "reached" for r in rs)
         median, olympic = time_cells([r.time_to_target_s for r in rs if r.time_to_target_s is not None])
         lines.append(f"| {v} | {len(rs)} | {share_cell(reached, len(rs))} | {median} | {olympic} | "

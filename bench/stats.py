@@ -45,6 +45,14 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(xs), t * statistics.stdev(xs) / math.sqrt(len(xs))
 
 
+def speedup(base: list[float], times: list[float]) -> float:
+    """How many times faster `times` are than `base`: the ratio of their medians (nan where either is empty).
+    The one definition the race table and the leaderboard both print."""
+    if not base or not times:
+        return math.nan
+    return statistics.median(base) / statistics.median(times)
+
+
 def share_cell(k: int, n: int) -> str:
     """`3/3 (44-100%)`: reached of tried, with the share's 95% Wilson interval."""
     lo, hi = wilson(k, n)

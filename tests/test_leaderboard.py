@@ -109,6 +109,20 @@ def test_race_table_speedup_by_target_time_or_per_epoch():
     assert "4.00x (per epoch)" in smoke
 
 
+def test_race_and_leaderboard_give_the_same_speedup_for_the_same_runs(tmp_path):
+    """One definition (stats.speedup, the ratio of median times to target): an even number of eager runs makes a
+    median of medians, a mean of ratios or a best-of differ from it."""
+    for i, s in enumerate([20.0, 40.0]):
+        add_run(tmp_path, f"e{i}", "GPU-A", "eager", [0.95], s)
+    for i, s in enumerate([4.0, 5.0, 9.0]):
+        add_run(tmp_path, f"f{i}", "GPU-A", "fast", [0.95], s)
+    ok, _ = leaderboard.load(tmp_path)
+    board = leaderboard.ranking(ok).set_index("label").loc["fast", "speedup_vs_eager"]
+    race = race_table({"eager": [result("reached", t, 0.95, t, 1) for t in (20.0, 40.0)],
+                       "fast": [result("reached", t, 0.95, t, 1) for t in (4.0, 5.0, 9.0)]}, TARGET, "GPU-A")
+    assert board == 6.0 and "| 6.00x |" in race  # median 30 over median 5
+
+
 def test_groups_by_what_ran_and_labels_overridden_settings(tmp_path, monkeypatch):
     add_run(tmp_path, "f1", "GPU-A", "fast", [0.6, 0.91], 1.0)
     add_run(tmp_path, "t1", "GPU-A", "fast", [0.6, 0.91], 2.0, tamper={"norm_kernel": "triton",
