@@ -95,7 +95,7 @@ bench-step: $(SETUP)
 
 # torch.profiler over warm steps of a variant: trace.json, steps.csv, top_ops.md in results/profiles/<id>/
 profile: $(SETUP)
-	$(PY) -m bench profile --preset=$(if $(filter seed,$(PRESET)),fast,$(PRESET)) $(ARGS)
+	$(PY) -m bench profile --preset=$(if $(filter seed,$(PRESET)),fast4,$(PRESET)) $(ARGS)
 
 bench-kernels: $(SETUP)
 	$(PY) -m bench kernel-bench $(ARGS)

@@ -207,7 +207,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 OPTION_HELP = {  # options declared without help text: one line each, the default is added by HelpFormatter
     "--variants": "comma list of variants to race (eager | fast | a ladder rung)",
     "--variant": "eager | fast | a ladder rung (none: the preset as it is)",
-    "--preset": "recipe: seed | fast | fast5 | fast8",
+    "--preset": f"recipe: {' | '.join(RECIPES)}",
     "--start-lr": "smallest LR of the range test",
     "--end-lr": "largest LR of the range test",
     "--num-iter": "steps of the range test",
@@ -240,7 +240,7 @@ def _tool_commands(sub, common: argparse.ArgumentParser) -> None:
     _option(cf, "--batch-size", type=int, default=512, help="images per step (the recipes' 512)")
     _option(cf, "--compile-modes", default="", help="comma list; default off,default (+max-autotune on CUDA)")
     pf = sub.add_parser("profile", help="torch.profiler over N warm steps of a variant -> results/profiles/<id>/")
-    pf.add_argument("--preset", default="fast")
+    pf.add_argument("--preset", default="fast4")
     pf.add_argument("--variant", default="fast")
     pf.add_argument("--steps", type=int, default=3, help="profiled steps")
     pf.add_argument("--warmup", type=int, default=2, help="steps before profiling (compilation, capture)")
@@ -326,9 +326,10 @@ def _training(args, extra: list[str]) -> int:
     many = args.command in ("race", "ladder")
     variants = comma_list("--variants" if args.command == "race" else "--rungs", args.variants) if many \
         else [args.variant]
+    notes = []  # said once every check has passed
     if args.command == "ladder":
         from .ladder import runnable
-        variants = runnable(variants, device_type)  # rungs that need CUDA skipped on a CPU, one line each
+        variants, notes = runnable(variants, device_type)  # rungs that need CUDA skipped on a CPU, one line each
     cfgs = [build_config(args.preset, v, profile, overrides, device_type) for v in variants]
     if (many or repeated_run(args)) and not 1 <= args.runs <= MAX_RUNS:
         raise ConfigError(f"{args.command} needs --runs in [1, {MAX_RUNS}] (got {args.runs})")
@@ -341,14 +342,15 @@ def _training(args, extra: list[str]) -> int:
         finder = build_config(args.preset, getattr(args, "variant", None) or "fast", "full", overrides, device_type)
         preflight([finder], "lr_find.csv")
     preflight(cfgs, "lr_find.csv" if args.command == "lr-find" else "runs.csv")
-    slow = slow_precision_note(cfgs, device_type)  # said by the dry run too (after its verdict): what the run does
+    notes += [slow_precision_note(cfgs, device_type)]  # said by the dry run too (after its verdict): what the run does
+    notes = [n for n in notes if n]
     if args.dry_run:
         print(f"checks passed: {args.command} would start ({', '.join(f'{c.preset}/{c.variant}' for c in cfgs)})")
-        if slow:
-            print(slow)
+        if notes:
+            print("\n".join(notes))
         return 0
-    if slow and env_is_main():
-        print(slow, flush=True)  # stdout, as the smoke note: stderr keeps to refusals and errors
+    if notes and env_is_main():
+        print("\n".join(notes), flush=True)  # stdout, as the smoke note: stderr keeps to refusals and errors
     if args.profile == "auto" and profile == "smoke" and env_is_main():
         print(SMOKE_NOTE, flush=True)
     if finder is not None:

@@ -264,7 +264,7 @@ def fast5_recipe() -> RunConfig:
                    train=replace(base.train, epochs=5, tta="flip_translate"))
 
 
-def fast_recipe() -> RunConfig:
+def fast4_recipe() -> RunConfig:
     """fast5 over a 4-epoch one-cycle, plus: the trainable conv filters trained by Muon (bench/muon.py; peak LR 0.12,
     airbench's momentum 0.6 and 3 Newton-Schulz steps), the rest by fast5's SGD; BatchNorm biases at 64x the LR (and
     weight decay / 64), as in Page's ResNet-9 and airbench; flip-only test-time augmentation (a third of
@@ -273,13 +273,15 @@ def fast_recipe() -> RunConfig:
     cost about a point at epochs 2-3. Measured: docs/recipes.md (the 4-epoch tables).
     """
     base = fast5_recipe()
-    return replace(base, preset="fast",
+    return replace(base, preset="fast4",
                    optim=replace(base.optim, norm_bias_lr_scale=64.0, muon_lr=0.12),
                    train=replace(base.train, epochs=4, tta="flip", eval_from=2))
 
 
-RECIPES: dict[str, Callable[[], RunConfig]] = {"seed": seed_recipe, "fast": fast_recipe, "fast5": fast5_recipe,
+# recipes are named by their epochs (fastN), so that none shares a name with a variant (`--variant=fast`)
+RECIPES: dict[str, Callable[[], RunConfig]] = {"seed": seed_recipe, "fast4": fast4_recipe, "fast5": fast5_recipe,
                                               "fast8": fast8_recipe}
+RENAMED = {"fast": "fast4"}  # old recipe names, as rows written before the rename still spell them
 
 
 # ---- variants (how it is executed) ------------------------------------------------------------
@@ -362,6 +364,8 @@ PROFILES: dict[str, Callable[[RunConfig], RunConfig]] = {"full": lambda cfg: rep
 def build_config(preset: str = "seed", variant: str | None = None, profile: str = "full",
                  overrides: dict[str, str] | None = None, device_type: str = "cpu") -> RunConfig:
     """Preset, then variant, then profile, then `key=value` overrides, validated at every step."""
+    _check(preset not in RENAMED, f"the recipe {preset!r} is now called {RENAMED.get(preset)!r} (its old rows read "
+           f"as that); write --preset={RENAMED.get(preset)}, or --variant={preset} for how a run is executed")
     _check(preset in RECIPES, f"unknown preset {preset!r}; choose one of {', '.join(RECIPES)}")
     _check(profile in PROFILES, f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     cfg = RECIPES[preset]()
@@ -390,8 +394,15 @@ def variant_settings(cfg: RunConfig, device_type: str) -> dict[str, str] | None:
 
 
 def base_preset(label: str) -> str:
-    """The preset a row's label was built from: `fast(whiten=false)` -> `fast` (build_config writes the label)."""
-    return label.split("(", 1)[0]
+    """The recipe a row's preset was built from: `fast4(whiten=false)` -> `fast4` (build_config writes the
+    label), under its name of today (`fast(...)` -> `fast4`)."""
+    return canonical_preset(label).split("(", 1)[0]
+
+
+def canonical_preset(label: str) -> str:
+    """A row's preset under today's recipe names: `fast(epochs=3)` -> `fast4(epochs=3)`; others as they are."""
+    base, sep, rest = label.partition("(")
+    return RENAMED.get(base, base) + sep + rest
 
 
 # what a recipe is: an override of any of these makes another recipe, and the row says so in its preset

@@ -17,20 +17,21 @@ from .race import race
 from .train import RunResult
 
 
-def runnable(rungs: list[str], device_type: str) -> list[str]:
-    """The asked rungs in ladder order, without those this device type cannot run (one line printed each)."""
+def runnable(rungs: list[str], device_type: str) -> tuple[list[str], list[str]]:
+    """(the asked rungs in ladder order without those this device type cannot run, one line for each skipped);
+    the lines are printed once every check has passed, so that a refusal is the only line a bad input gives."""
     unknown = [r for r in rungs if r not in LADDER]
     if unknown or not rungs:
         raise ConfigError(f"--rungs: {', '.join(unknown) or 'none given'}; the rungs are {','.join(LADDER)}")
-    keep = []
+    keep, skipped = [], []
     for rung in sorted(set(rungs), key=LADDER.index):
         if device_type != "cuda" and rung in NEEDS_CUDA:
-            print(f"ladder: {rung} skipped on this {device_type}: {NEEDS_CUDA[rung]}", flush=True)
+            skipped.append(f"ladder: {rung} skipped on this {device_type}: {NEEDS_CUDA[rung]}")
         else:
             keep.append(rung)
     if not keep:
         raise ConfigError(f"no rung of --rungs={','.join(rungs)} can run on a {device_type}")
-    return keep
+    return keep, skipped
 
 
 def results_frame(results: dict[str, list[RunResult]]) -> pd.DataFrame:

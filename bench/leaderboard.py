@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import LADDER, SMOKE_TEST_IMAGES, SMOKE_TRAIN_IMAGES
+from .config import LADDER, SMOKE_TEST_IMAGES, SMOKE_TRAIN_IMAGES, canonical_preset
 from .machine import device_heading
 from .records import AXES, row_label
 from .results import atomic_write
@@ -208,6 +208,7 @@ def load(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             df[name] = math.nan if name in NUMERIC else ""
     records = df.to_dict("records")
     df["label"] = [row_label(r) for r in records]
+    df["preset"] = [canonical_preset(str(p)) for p in df["preset"]]  # rows of a renamed recipe rank under its name
     df["machine"] = [device_heading(str(r["device"]), "" if pd.isna(r["device_facts"]) else str(r["device_facts"]))
                      for r in records]
     for name in NUMERIC:

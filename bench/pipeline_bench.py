@@ -108,7 +108,7 @@ def main(results_dir: str = "results", pipelines: str = ",".join(PIPELINES), rou
     device = torch.device(default_device_type())
     data = load_cifar10(os.environ.get("CIFAR10_DIR") or None, device).subset(train_subset, 0)
     env, (dali_ok, dali_info) = environment(device), dali_available()
-    precision = build_config("fast", "fast", "full", {}, device.type).train.precision  # what training consumes here
+    precision = build_config("fast4", "fast", "full", {}, device.type).train.precision  # what training consumes here
     spec = LoaderSpec(batch_size=BATCH, seed=0, dtype=DTYPES[precision], channels_last=True)
     print(f"pipeline-bench on {env['device']}: {len(data.train_images):,} training images, batch {BATCH}, {precision} "
           f"channels-last (the fast variant's), up to "

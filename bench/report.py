@@ -21,7 +21,7 @@ from pipeline import CIFAR10, CLASSES, MEAN, STD, load_cifar10, loader_spec, mak
 from pipeline.cifar10 import (RECORDS_PER_FILE, TEST_FILES, DataError, data_fingerprint, default_cache_dir,
                               verify_dir)
 
-from .config import ConfigError, RunConfig, from_dict
+from .config import ConfigError, RunConfig, canonical_preset, from_dict
 from .records import row_label
 from .results import ResultsError, atomic_write, write_csv
 
@@ -193,7 +193,7 @@ def write_report(run_dir: Path, cfg: RunConfig, data: CIFAR10, preds: np.ndarray
     labels = data.test_labels.cpu().numpy()[:len(preds)]
     images = data.test_images.cpu()[:len(preds)]
     epochs = pd.read_csv(run_dir / "epochs.csv")
-    title = f"{cfg.preset} / {label or cfg.variant} / {cfg.profile} (seed {cfg.train.seed})"
+    title = f"{canonical_preset(cfg.preset)} / {label or cfg.variant} / {cfg.profile} (seed {cfg.train.seed})"
     plot_curves(epochs, run_dir / "curves.png", title, curve_labels(cfg))
     cm = confusion(labels, preds)
     write_csv(run_dir / "confusion.csv", ["true"] + list(CLASSES),

@@ -82,7 +82,7 @@ def main(results_dir: str = "results", batch_sizes: str = "512,16", steps: int =
     rows = cases(device, compile_modes)
     sizes = parse_batch_sizes(batch_sizes)
     env = environment(device)
-    base = build_config("fast", "fast", "full", {"device": device.type}, device.type)
+    base = build_config("fast4", "fast", "full", {"device": device.type}, device.type)
     print(f"step-bench on {env['device']}: {base.train.precision}, channels-last, fast recipe's optimizer and EMA")
     print("| step | compile | batch | ms/step | img/s | warm-up s | graphs | graph breaks | cudagraph skips |\n"
           "|---|---|---|---|---|---|---|---|---|")

@@ -37,7 +37,7 @@ def synthetic(n_train: int, n_test: int, device: torch.device) -> CIFAR10:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
-    p.add_argument("--preset", default="fast")
+    p.add_argument("--preset", default="fast4")
     p.add_argument("--variants", default="compile,cuda-graphs")
     p.add_argument("--device", default="auto")
     p.add_argument("--train-images", type=int, default=1024)

@@ -4,8 +4,8 @@
 #   nodata: the compiled step (step bench: off, default, reduce-overhead, graph at batch 512, and whether CUDA graphs
 #           captured), the CUDA-only tests, kernel bench, profiles (default, reduce-overhead, graph), a short
 #           compile=graph training run on random images. Needs no data.
-#   data:   the fast recipe's `fast` race beside its `eager` baseline, the seed recipe's `fast`, the ladder on the
-#           fast recipe, the pipeline bench.
+#   data:   the fast4 recipe's `fast` race beside its `eager` baseline, the seed recipe's `fast`, the ladder on the
+#           fast4 recipe, the pipeline bench.
 #   all:    refused: the two phases need about 660 s, more than one call's 600 s.
 # Steps run most valuable first (docs/gpu-check.md: what each answers, its expected seconds and limit). Each runs
 # under `timeout -s INT -k 15` (SIGINT: Python and pytest unwind and say what finished; rows already written stay),
@@ -123,32 +123,32 @@ if [ "$PHASE" = nodata ]; then
   step kernels 55 70 "$PY" -m bench kernel-bench --results-dir="$R" --dtypes=bf16 --layouts=channels_last
   # (f) profiles of fast's step; the step bench compiled the same graphs, so Inductor's cache serves most of them
   for mode in default reduce-overhead graph; do
-    step "profile-$mode" 25 40 env "${LOGS[@]}" "$PY" -m bench profile --preset=fast --variant=fast \
+    step "profile-$mode" 25 40 env "${LOGS[@]}" "$PY" -m bench profile --preset=fast4 --variant=fast \
       --steps="$PROFILE_STEPS" --warmup=3 --compile="$mode" --warmup_steps=3 --batch_size="$BATCH" --results-dir="$R"
   done
   # compile=graph through train() (bench run's path: the evaluation model compiled under the step's mode)
-  step graph-run 35 50 env "${LOGS[@]}" "$PY" scripts/compile_warmup.py --preset=fast --variants=fast \
+  step graph-run 35 50 env "${LOGS[@]}" "$PY" scripts/compile_warmup.py --preset=fast4 --variants=fast \
     --train-images="$WARMUP_IMAGES" --test-images="$WARMUP_TEST" --compile=graph --warmup_steps=3 "${TRAIN_ARGS[@]}"
 else
-  # (a) + (b): the fast recipe's fast variant, then its eager baseline, one race (rows written as each finishes)
+  # (a) + (b): the fast4 recipe's fast variant, then its eager baseline, one race (rows written as each finishes)
   variants=fast,eager
   if ! grep -q "albumentations: installed" <<< "$probe"; then
     variants=fast
     note "eager baseline left out: albumentations is not installed (its DataLoader needs it; ../shared/device/stage carries its wheels)"
   fi
-  step race-fast 115 160 "$PY" -m bench race --preset=fast --profile=full --runs=1 --variants="$variants" \
+  step race-fast 115 160 "$PY" -m bench race --preset=fast4 --profile=full --runs=1 --variants="$variants" \
     --results_dir="$R" "${TRAIN_ARGS[@]}"
   # (e) the seed recipe's fast variant (its eager baseline ran on 2026-11-28: 156.2 s, row 20261128-184806-092916)
   step race-seed 60 80 "$PY" -m bench race --preset=seed --profile=full --runs=1 --variants=fast --results_dir="$R" \
     "${TRAIN_ARGS[@]}"
-  # (g) the ladder on the fast recipe; its eager rung is race-fast's eager row
-  step ladder 185 200 "$PY" -m bench ladder --preset=fast --profile=full \
+  # (g) the ladder on the fast4 recipe; its eager rung is race-fast's eager row
+  step ladder 185 200 "$PY" -m bench ladder --preset=fast4 --profile=full \
     --rungs=device,bf16,channels-last,compile,cuda-graphs,triton --results_dir="$R" "${TRAIN_ARGS[@]}"
   # (h) the pipeline bench
   step pipeline 35 45 "$PY" -m bench pipeline-bench --results-dir="$R" "${PIPE_ARGS[@]}"
-  # (i) what is left: more seeds of fast (seeds 100...), for the share that reaches 90% and its interval; each row
+  # (i) what is left: more seeds of fast4 (seeds 100...), for the share that reaches 90% and its interval; each row
   # is written as its run ends, so the limit's SIGINT costs only the run in progress
-  step seeds 20 "$(left)" "$PY" -m bench race --preset=fast --profile=full --runs="${GPU_CHECK_SEEDS:-25}" \
+  step seeds 20 "$(left)" "$PY" -m bench race --preset=fast4 --profile=full --runs="${GPU_CHECK_SEEDS:-25}" \
     --variants=fast --seed=100 --results_dir="$R" "${TRAIN_ARGS[@]}"
 fi
 

@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.config import base_preset  # noqa: E402  (rows name recipes as they were called; this reads today's)
 # each phase's steps, as scripts/gpu_check.sh names them, in its order
 STEPS = {"nodata": ("step-bench", "tests", "kernels", "profile-default", "profile-reduce-overhead", "profile-graph",
                     "graph-run"),
@@ -65,9 +67,9 @@ def check_phase(phase: str, folder: Path, cuda: bool) -> list[str]:
             bad.append("nodata: the compile=graph run printed no result line")
     else:
         runs = rows(res / "runs.csv")
-        have = {(r["preset"].split("(")[0], r["variant"]) for r in runs}
+        have = {(base_preset(r["preset"]), r["variant"]) for r in runs}
         rungs = ["device", "bf16", "channels-last", "compile"] + (["cuda-graphs", "triton"] if cuda else [])
-        want = [("fast", "fast"), ("fast", "eager"), ("seed", "fast")] + [("fast", r) for r in rungs]
+        want = [("fast4", "fast"), ("fast4", "eager"), ("seed", "fast")] + [("fast4", r) for r in rungs]
         missing = [f"{p}/{v}" for p, v in want if (p, v) not in have]
         if missing:
             bad.append(f"data: runs.csv lacks rows of {', '.join(missing)}")
@@ -76,9 +78,9 @@ def check_phase(phase: str, folder: Path, cuda: bool) -> list[str]:
                 bad.append(f"data: run {r['run_id']} has no runs/{r['run_id']}/epochs.csv")
         if not rows(res / "pipeline.csv"):
             bad.append("data: pipeline-bench wrote no rows to pipeline.csv")
-        seeds = [r for r in runs if r["preset"].split("(")[0] == "fast" and r["variant"] == "fast"]
+        seeds = [r for r in runs if base_preset(r["preset"]) == "fast4" and r["variant"] == "fast"]
         if not any(int(r["seed"]) >= 100 for r in seeds):
-            bad.append("data: the seeds step wrote no row of fast with seed >= 100")
+            bad.append("data: the seeds step wrote no row of fast4 with seed >= 100")
     return bad
 
 

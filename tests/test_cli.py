@@ -124,9 +124,9 @@ def test_dry_run_checks_without_training(capsys, trained, base, monkeypatch):
     at length): the same checks, one process, WORLD_SIZE as torchrun will set it."""
     assert main(["race", *base, "--dry-run"]) == 0 and trained == []
     assert capsys.readouterr().out.startswith("checks passed: race")
-    assert main(["run", *base, "--preset=fast", "--variant=eager", "--whiten=false", "--dry-run"]) == 0
+    assert main(["run", *base, "--preset=fast4", "--variant=eager", "--whiten=false", "--dry-run"]) == 0
     out = capsys.readouterr().out  # the label names each recipe key the overrides changed
-    assert out == "checks passed: run would start (fast(whiten=false, batch_size=64, epochs=1)/eager)\n", out
+    assert out == "checks passed: run would start (fast4(whiten=false, batch_size=64, epochs=1)/eager)\n", out
     monkeypatch.setenv("WORLD_SIZE", "3")
     refused(capsys, ["race", *base, "--batch_size=512", "--dry_run"], "over 3 ranks", trained=trained)
 
@@ -286,6 +286,13 @@ def rows(tmp_path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def test_ladder_names_its_skipped_rungs_after_the_verdict(capsys, trained, base):
+    assert main(["ladder", *base, "--rungs=eager,triton", "--dry-run"]) == 0 and trained == []
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("checks passed: ladder would start") and lines[0].endswith("/eager)"), lines
+    assert lines[1].startswith("ladder: triton skipped on this cpu") and len(lines) == 2, lines
+
+
 def test_ladder_dry_run_checks_without_training(capsys, trained, base):
     assert main(["ladder", *base, "--rungs=eager,device", "--dry-run"]) == 0 and trained == []
     out = capsys.readouterr().out
@@ -294,7 +301,7 @@ def test_ladder_dry_run_checks_without_training(capsys, trained, base):
 
 def test_a_warm_up_longer_than_the_run_trains(capsys, tiny, tmp_path):
     """Two steps an epoch, five warm-up steps asked: the warm-up takes the two (it indexed past the schedule)."""
-    assert main(["run", "--preset=fast", "--variant=fast", *tiny, "--warmup_steps=5"]) == 0
+    assert main(["run", "--preset=fast4", "--variant=fast", *tiny, "--warmup_steps=5"]) == 0
     assert "warm-up: 2 of train.warmup_steps=5 steps" in capsys.readouterr().out
     assert len(rows(tmp_path)) == 1
 
@@ -322,7 +329,14 @@ def test_ctrl_c_while_drawing_the_report_says_the_row_is_in(capsys, tiny, tmp_pa
 
 @pytest.mark.parametrize("cmd", ["run", "lr-find", "race"])
 def test_sgd_without_momentum_is_refused(capsys, trained, base, cmd):
-    refused(capsys, [cmd, *base, "--preset=fast", "--momentum=0"], "Nesterov SGD needs a momentum", trained=trained)
+    refused(capsys, [cmd, *base, "--preset=fast4", "--momentum=0"], "Nesterov SGD needs a momentum", trained=trained)
+
+
+@pytest.mark.parametrize("cmd", ["run", "race", "ladder", "lr-find"])
+def test_the_old_name_of_a_renamed_recipe_is_refused_naming_the_new_one(capsys, trained, base, cmd):
+    """`fast` is a variant; the 4-epoch recipe it also named is `fast4` now (its old rows read as fast4)."""
+    refused(capsys, [cmd, *base, "--preset=fast"], "now called 'fast4'", "--preset=fast4", "--variant=fast",
+            trained=trained)
 
 
 def test_profile_refuses_sgd_without_momentum(capsys, monkeypatch):

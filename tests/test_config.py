@@ -102,9 +102,9 @@ def test_a_changed_recipe_is_named_as_such_in_the_row():
     same = {"seed": "3", "results_dir": "x", "train_subset": "1000", "device": "cpu", "compile": "default",
             "precision": "fp32", "eval_from": "2", "stop_at_target": "false", "target_acc": "0.5", "epochs": "4",
             "lr_source": "a note"}
-    assert build_config("fast", "fast", "full", same).preset == "fast"
-    cfg = build_config("fast", "fast", "full", {"whiten": "false", "ema_every": "1", "aug.cutout_size": "8"})
-    assert cfg.preset == "fast(cutout_size=8, whiten=false, ema_every=1)"
+    assert build_config("fast4", "fast", "full", same).preset == "fast4"
+    cfg = build_config("fast4", "fast", "full", {"whiten": "false", "ema_every": "1", "aug.cutout_size": "8"})
+    assert cfg.preset == "fast4(cutout_size=8, whiten=false, ema_every=1)"
     assert cfg.init.whiten is False and cfg.optim.ema_every == 1 and cfg.aug.cutout_size == 8
     assert build_config("seed", None, "smoke", {"lr_max": "0.01"}).preset == "seed(lr_max=0.01)"
     assert build_config("seed", None, "smoke").preset == "seed"  # the profile's own changes are not overrides
@@ -114,8 +114,8 @@ def test_cross_key_checks_do_not_depend_on_the_order():
     """fast trains by SGD with momentum 0.9: momentum 0 is refused alone, accepted with Adam in either order (a
     section validated after each key would refuse `momentum=0, optimizer=adam` on the way)."""
     with pytest.raises(ConfigError, match="Nesterov SGD needs a momentum"):
-        build_config("fast", overrides={"optim.momentum": "0"})
+        build_config("fast4", overrides={"optim.momentum": "0"})
     for order in (["optim.momentum", "optim.optimizer"], ["optim.optimizer", "optim.momentum"]):
         values = {"optim.momentum": "0", "optim.optimizer": "adam"}
-        cfg = build_config("fast", overrides={k: values[k] for k in order})
+        cfg = build_config("fast4", overrides={k: values[k] for k in order})
         assert (cfg.optim.optimizer, cfg.optim.momentum) == ("adam", 0.0)

@@ -43,6 +43,6 @@ def test_every_option_of_every_command_has_help_and_shows_its_default(capsys):
 
 def test_show_config_prints_indented_json_that_parses(capsys):
     import json
-    assert main(["show-config", "--preset=fast", "--variant=fast", "--profile=full"]) == 0
+    assert main(["show-config", "--preset=fast4", "--variant=fast", "--profile=full"]) == 0
     out = capsys.readouterr().out
     assert json.loads(out)["train"]["epochs"] == 4 and '\n  "train": {' in out

@@ -47,7 +47,7 @@ def test_dirac_conv_is_the_identity_on_its_first_channels():
 
 
 def test_fast_recipe_freezes_the_whitened_conv_and_the_optimiser_skips_it():
-    cfg = build_config("fast", "fast", "full", {"init.dirac": "true"})
+    cfg = build_config("fast4", "fast", "full", {"init.dirac": "true"})
     model = CustomResNet()
     init_model(model, cfg)
     assert not model.prep[0].weight.requires_grad and model.prep[0].bias.requires_grad
@@ -62,7 +62,7 @@ def test_fast_recipe_freezes_the_whitened_conv_and_the_optimiser_skips_it():
 def test_frozen_whitened_conv_does_not_move_while_the_rest_trains():
     from bench.ema import WeightEMA
     from bench.step import TrainStep
-    cfg = build_config("fast", None, "full", {"train.precision": "fp32", "train.channels_last": "false"})
+    cfg = build_config("fast4", None, "full", {"train.precision": "fp32", "train.channels_last": "false"})
     model = CustomResNet(logit_scale=0.125)
     init_model(model, cfg)
     whiten_conv_(model.prep[0], correlated_images(20))

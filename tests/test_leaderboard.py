@@ -123,6 +123,15 @@ def test_race_and_leaderboard_give_the_same_speedup_for_the_same_runs(tmp_path):
     assert board == 6.0 and "| 6.00x |" in race  # median 30 over median 5
 
 
+def test_rows_of_a_renamed_recipe_rank_under_its_name_of_today(tmp_path):
+    add_run(tmp_path, "old", "GPU-A", "fast", [0.95], 3.0, preset="fast")  # written before fast became fast4
+    add_run(tmp_path, "new", "GPU-A", "fast", [0.95], 5.0, preset="fast4")
+    add_run(tmp_path, "stretch", "GPU-A", "fast", [0.95], 4.0, preset="fast(epochs=3)")
+    rank = leaderboard.ranking(leaderboard.load(tmp_path)[0]).set_index("preset")
+    assert rank.loc["fast4", "runs"] == 2 and rank.loc["fast4", "median_s"] == 4.0  # one event, not two
+    assert rank.loc["fast4(epochs=3)", "runs"] == 1 and "fast" not in rank.index
+
+
 def test_groups_by_what_ran_and_labels_overridden_settings(tmp_path, monkeypatch):
     add_run(tmp_path, "f1", "GPU-A", "fast", [0.6, 0.91], 1.0)
     add_run(tmp_path, "t1", "GPU-A", "fast", [0.6, 0.91], 2.0, tamper={"norm_kernel": "triton",

@@ -157,7 +157,7 @@ def test_alternating_flip_mirrors_each_image_every_other_epoch(pipeline):
 def test_alternating_flip_is_refused_for_dali():
     from bench.config import ConfigError, build_config
     with pytest.raises(ConfigError, match="flip_alternate"):
-        build_config("fast", None, "full", {"data.pipeline": "dali"})
+        build_config("fast4", None, "full", {"data.pipeline": "dali"})
 
 
 def crops_and_flips(x: torch.Tensor, src: torch.Tensor, p: int) -> torch.Tensor:

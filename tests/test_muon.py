@@ -59,7 +59,7 @@ def test_filter_muon_refuses_what_is_not_a_filter():
 def muon_cfg(**more):
     over = {"optim.muon_lr": "0.1", "train.precision": "fp32", "train.channels_last": "false", "train.epochs": "1"}
     over.update(more)
-    return build_config("fast", None, "full", over)
+    return build_config("fast4", None, "full", over)
 
 
 def test_muon_takes_the_trainable_filters_and_sgd_the_rest():
@@ -83,11 +83,11 @@ def test_the_loop_trains_the_filters_by_muon_at_norm_sqrt_out(tmp_path, cifar):
     """Through train() with fast's own Muon (no override): every trainable filter ends at Frobenius norm sqrt(out)
     (rescaled before each Muon step; the last steps are small), where torch's default init leaves about sqrt(out / 3);
     the whitened conv stays frozen. `--muon_lr=0` is another recipe, named as such: the one fast was before Muon."""
-    cfg = build_config("fast", "fast", "full", {
+    cfg = build_config("fast4", "fast", "full", {
         "train_subset": "256", "test_subset": "200", "batch_size": "64", "epochs": "1", "results_dir": str(tmp_path),
         "tta": "none"}, "cpu")
     assert "muon_lr" not in cfg.preset and cfg.optim.muon_lr > 0
-    assert build_config("fast", None, "full", {"muon_lr": "0"}).preset == "fast(muon_lr=0)"
+    assert build_config("fast4", None, "full", {"muon_lr": "0"}).preset == "fast4(muon_lr=0)"
     r = train(cfg, cifar, quiet=True, write=False)
     convs = [m for m in r.model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 8 and not convs[0].weight.requires_grad  # fast whitens and freezes the first

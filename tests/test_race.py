@@ -13,7 +13,7 @@ def result(images_per_s: float) -> RunResult:
 def test_estimate_scales_the_measured_img_per_s_to_the_full_schedule_and_names_the_gpu_rows(tmp_path):
     for i, t in enumerate((15.0, 16.0, 20.0)):  # rows with their epoch logs: the estimate quotes checked rows only
         add_run(tmp_path, f"g{i}", "NVIDIA H200", "fast", [0.95], t)
-    add_run(tmp_path, "other", "NVIDIA H200", "fast", [0.95], 3.0, preset="fast")  # another recipe
+    add_run(tmp_path, "other", "NVIDIA H200", "fast", [0.95], 3.0, preset="fast4")  # another recipe
     add_run(tmp_path, "lie", "NVIDIA H200", "fast", [0.95], 1.0, tamper={"time_to_target_s": 0.5})  # refused
     line = full_race_estimate("seed", {"eager": [result(50.0)], "fast": [result(100.0), result(200.0)]}, {}, "cpu",
                               str(tmp_path))
@@ -23,5 +23,5 @@ def test_estimate_scales_the_measured_img_per_s_to_the_full_schedule_and_names_t
 
 
 def test_estimate_says_when_no_gpu_row_exists(tmp_path):
-    line = full_race_estimate("fast", {"fast": [result(40.0)]}, {}, "cpu", str(tmp_path))
+    line = full_race_estimate("fast4", {"fast": [result(40.0)]}, {}, "cpu", str(tmp_path))
     assert line.endswith("on a GPU: no GPU row of this recipe in runs.csv yet") and "fast 1.4 h at 40 img/s" in line

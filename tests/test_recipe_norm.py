@@ -19,7 +19,7 @@ def sgd_cfg(**more):
             "init.whiten": "false", "train.epochs": "1", "optim.norm_bias_lr_scale": "1",
             "optim.norm_scale_frozen": "false", "optim.muon_lr": "0"}  # fast's: 64, false, 0.12; each test sets its own
     over.update(more)
-    return build_config("fast", None, "full", over)
+    return build_config("fast4", None, "full", over)
 
 
 def test_norm_biases_take_the_scaled_lr_and_the_divided_weight_decay():
@@ -57,7 +57,7 @@ def test_without_the_scale_there_is_one_group():
 
 def test_frozen_norm_scales_stay_at_one_through_training(tmp_path, cifar):
     """The loop's own path (init_model inside setup): scales set to 1, out of the optimiser, unchanged by steps."""
-    cfg = build_config("fast", "fast", "full", {
+    cfg = build_config("fast4", "fast", "full", {
         "train_subset": "256", "test_subset": "200", "batch_size": "64", "epochs": "1", "results_dir": str(tmp_path),
         "norm_scale_frozen": "true", "norm_bias_lr_scale": str(SCALE), "tta": "none"}, "cpu")
     r = train(cfg, cifar, quiet=True, write=False)

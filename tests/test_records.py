@@ -108,7 +108,7 @@ def test_a_run_stamps_its_label_settings_and_machine_as_they_were(tmp_path, cifa
 
 def test_run_without_a_variant_on_a_cpu_without_native_bf16_says_so_in_one_line(tmp_path, cifar_dir, monkeypatch,
                                                                               capsys):
-    args = ["run", "--preset=fast", "--dry-run", f"--results_dir={tmp_path}", f"--data_dir={cifar_dir}"]
+    args = ["run", "--preset=fast4", "--dry-run", f"--results_dir={tmp_path}", f"--data_dir={cifar_dir}"]
     stand_in_machine(monkeypatch, False)
     assert main(args) == 0
     out = capsys.readouterr().out

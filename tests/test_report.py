@@ -252,7 +252,7 @@ def test_bad_test_predictions_are_one_line(capsys, evidence, content, needles):
 def test_curve_legends_say_what_each_curve_measures():
     from bench.report import curve_labels
     assert curve_labels(build_config("seed")) == ("train", "test")
-    train, test = curve_labels(build_config("fast"))
+    train, test = curve_labels(build_config("fast4"))
     assert train == "train (label smoothing 0.2)"  # the optimised loss, not comparable with the test loss
     assert test == "test (EMA 0.99, flip TTA)"
     assert curve_labels(build_config("fast5"))[1] == "test (EMA 0.99, flip_translate TTA)"

@@ -20,7 +20,7 @@ def small_cfg(optimizer: str, ema: bool, **more):
     over.update({"optim.lr_max": "0.2", "optim.weight_decay": "5e-4"} if optimizer == "sgd" else
                 {"optim.lr_max": "2e-3", "optim.weight_decay": "1e-4"})
     over.update(more)
-    return build_config("fast", None, "full", over)
+    return build_config("fast4", None, "full", over)
 
 
 def batches(n=STEPS, bs=4, seed=1):
@@ -74,7 +74,7 @@ def test_new_step_matches_the_previous_one(optimizer, ema):
 
 
 def test_device_lr_schedule_equals_one_cycle_step_by_step():
-    cfg = build_config("fast")
+    cfg = build_config("fast4")
     total = 37
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     o = cfg.optim
@@ -92,7 +92,7 @@ def test_device_lr_schedule_equals_one_cycle_step_by_step():
 
 @pytest.mark.parametrize("total", [4, 8])  # pct_start 0.25 x 4 == 1: torch's OneCycleLR divides by zero there
 def test_schedules_of_every_length_compute_where_the_rise_ends_on_step_zero(total):
-    cfg = build_config("fast")
+    cfg = build_config("fast4")
     assert cfg.optim.pct_start * 4 == 1
     o = cfg.optim
     model = torch.nn.Linear(3, 2)
@@ -158,7 +158,7 @@ def test_an_epoch_of_steps_reads_nothing_back(monkeypatch):
                    torch.randint(0, 10, (64,), generator=g),
                    torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=g),
                    torch.randint(0, 10, (16,), generator=g))
-    cfg = build_config("fast", "fast", "full", {"batch_size": "16", "epochs": "2", "device": "cpu"})
+    cfg = build_config("fast4", "fast", "full", {"batch_size": "16", "epochs": "2", "device": "cpu"})
     run = setup_run(cfg, data)
     with count_host_reads() as probe:  # the counter sees a read when there is one
         bool(run.step.losses.sum() == 0)
@@ -273,7 +273,7 @@ def test_bench_run_with_a_whole_step_graph_is_refused_on_the_cpu_in_one_line(cap
     if torch.cuda.is_available():
         pytest.skip("checks the CPU's refusal; a CUDA device is visible here")
     monkeypatch.setattr("bench.train.train", lambda *a, **k: pytest.fail("bench run started"))
-    assert main(["run", "--preset=fast", "--variant=fast", "--compile=graph", "--warmup_steps=3"]) == 2
+    assert main(["run", "--preset=fast4", "--variant=fast", "--compile=graph", "--warmup_steps=3"]) == 2
     err = capsys.readouterr().err
     assert "CUDA graph; this run is on the CPU" in err and err.count("\n") == 1
 
@@ -291,7 +291,7 @@ def test_a_cuda_epoch_never_synchronises(mode):
                    torch.randint(0, 10, (256,), generator=g),
                    torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=g),
                    torch.randint(0, 10, (64,), generator=g))
-    cfg = build_config("fast", "fast", "full", {"batch_size": "64", "epochs": "2", "device": "cuda",
+    cfg = build_config("fast4", "fast", "full", {"batch_size": "64", "epochs": "2", "device": "cuda",
                                                 "train.compile": mode, "train.warmup_steps": "2"}, "cuda")
     run = setup_run(cfg, data)
     run_epoch(run, 2, steps_only=True)  # epoch 1 whitens (an eigh: a sync, before the steps)
@@ -342,9 +342,9 @@ def test_a_whole_step_graph_is_refused_on_the_cpu():
     from bench.config import ConfigError
     from bench.preflight import check_device
     with pytest.raises(ConfigError, match="compile=graph"):
-        build_config("fast", "fast", "full", {"compile": "graph", "warmup_steps": "0"})
+        build_config("fast4", "fast", "full", {"compile": "graph", "warmup_steps": "0"})
     with pytest.raises(ConfigError, match="CUDA graph; this run is on the CPU"):
-        check_device(build_config("fast", "fast", "full", {"compile": "graph", "warmup_steps": "3", "device": "cpu"}))
+        check_device(build_config("fast4", "fast", "full", {"compile": "graph", "warmup_steps": "3", "device": "cpu"}))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: CUDA graph capture")

@@ -49,7 +49,7 @@ def fast_cfg(**over):
     base = {"train_subset": 128, "test_subset": 64, "batch_size": 64, "epochs": 1, "precision": "fp32",
             "whiten_images": 128, "stop_at_target": "false", "device": "cpu"}
     base.update(over)
-    return build_config("fast", "fast", "full", {k: str(v) for k, v in base.items()}, "cpu")
+    return build_config("fast4", "fast", "full", {k: str(v) for k, v in base.items()}, "cpu")
 
 
 def normalised_f64(images: torch.Tensor) -> torch.Tensor:

@@ -42,7 +42,7 @@ def test_fast_on_a_cpu_is_bf16_only_where_it_is_native(cpu_with, native, precisi
     """fast on a CPU: device pipeline, channels-last, eager (compile measured slower there), no warm-up; bf16 where
     the CPU runs it natively, else fp32 (bf16 measured ~8x slower there: docs/variants.md)."""
     calls = cpu_with(native)
-    for preset in ("seed", "fast"):
+    for preset in ("seed", "fast4"):
         cfg = build_config(preset, "fast", "full", device_type="cpu")
         assert execution(cfg) == ("device", precision, True, "off", 0, "eager")
     assert calls == [native, native]  # asked once per build, on the CPU
@@ -51,14 +51,14 @@ def test_fast_on_a_cpu_is_bf16_only_where_it_is_native(cpu_with, native, precisi
 @pytest.mark.parametrize("native", [True, False])
 def test_fast_on_cuda_is_bf16_compiled_with_a_warm_up_whatever_the_host_cpu(cpu_with, native):
     cpu_with(native)  # the host CPU's bf16 changes nothing on the GPU
-    cfg = build_config("fast", "fast", "full", device_type="cuda")
+    cfg = build_config("fast4", "fast", "full", device_type="cuda")
     assert execution(cfg) == ("device", "bf16", True, "default", 3, "eager")
 
 
 @pytest.mark.parametrize("device_type, native", [("cpu", True), ("cpu", False), ("cuda", False)])
 def test_eager_is_the_reference_notebooks_way_on_every_machine(cpu_with, device_type, native):
     cpu_with(native)
-    cfg = build_config("fast", "eager", "full", device_type=device_type)
+    cfg = build_config("fast4", "eager", "full", device_type=device_type)
     assert execution(cfg) == ("dataloader", "fp32", False, "off", 0, "eager")
 
 
@@ -66,8 +66,8 @@ def test_eager_is_the_reference_notebooks_way_on_every_machine(cpu_with, device_
 def test_a_variant_changes_how_not_what(cpu_with, device_type, native):
     """Every machine's variants keep the recipe: the same recipe sections and recipe name as the preset alone."""
     cpu_with(native)
-    plain = build_config("fast", None, "full", device_type=device_type)
+    plain = build_config("fast4", None, "full", device_type=device_type)
     for variant in ("fast", "eager"):
-        cfg = build_config("fast", variant, "full", device_type=device_type)
+        cfg = build_config("fast4", variant, "full", device_type=device_type)
         assert (cfg.preset, cfg.aug, cfg.init, cfg.optim, cfg.train.epochs, cfg.train.tta) == (
             plain.preset, plain.aug, plain.init, plain.optim, plain.train.epochs, plain.train.tta)
