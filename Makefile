@@ -67,7 +67,7 @@ test-all: $(SETUP)
 
 # Mutation testing (not in CI; CPU-heavy, about an hour on 2 cores): mutmut mutates the modules listed in pyproject's
 # [tool.mutmut] in a copy under mutants/, and runs per mutant only the tests that executed its function.
-# MUTANTS="bench.ema.*" limits the run to matching mutant names; `$(PY) -m mutmut results` lists the survivors.
+# MUTANTS="bench.core.ema.*" limits the run to matching mutant names; `$(PY) -m mutmut results` lists the survivors.
 # Scores and the survivors judged harmless: docs/mutants.md.
 DATA_DIR := $(abspath ../shared/data/cifar-10-batches-bin)
 mutants: $(SETUP)

@@ -19,13 +19,14 @@ from pathlib import Path
 from pipeline.cifar10 import DataError
 from pipeline.dali import DaliUnavailable
 
-from .config import (LADDER, RECIPES, SMOKE_EPOCHS, SMOKE_TEST_IMAGES, SMOKE_TRAIN_IMAGES, TRAIN_IMAGES, ConfigError,
-                     build_config, resolve_key)
-from .config_help import keys_epilog
-from .distributed import env_is_main, shutdown
-from .machine import cpu_has_native_bf16, default_device_type
-from .preflight import MissingPackage, preflight
-from .results import ResultsError
+from bench.config_help import keys_epilog
+from bench.core.config import TRAIN_IMAGES, ConfigError, resolve_key
+from bench.core.distributed import env_is_main, shutdown
+from bench.core.machine import cpu_has_native_bf16, default_device_type
+from bench.core.recipes import RECIPES
+from bench.core.variants import LADDER, SMOKE_EPOCHS, SMOKE_TEST_IMAGES, SMOKE_TRAIN_IMAGES, build_config
+from bench.preflight import MissingPackage, preflight
+from bench.records.results import ResultsError
 
 SMOKE_NOTE = (f"no CUDA device: running the smoke profile (real data, {SMOKE_TRAIN_IMAGES:,} training images, "
               f"{SMOKE_EPOCHS} epoch{'s' if SMOKE_EPOCHS > 1 else ''}, {SMOKE_TEST_IMAGES:,} test images); "
@@ -255,13 +256,13 @@ def _no_extra(command: str, extra: list[str], takes: str) -> None:
 
 
 def _pipeline_bench(args, extra: list[str]) -> int:
-    from .pipeline_bench import main as pipeline_bench
+    from bench.tools.pipeline_bench import main as pipeline_bench
     _no_extra("pipeline-bench", extra, "--pipelines, --rounds, --time-cap-s, --train-subset and --results-dir")
     return pipeline_bench(tool_results_dir(args.results_dir), args.pipelines, args.rounds, args.time_cap_s, args.train_subset)
 
 
 def _step_bench(args, extra: list[str]) -> int:
-    from .step_bench import main as step_bench
+    from bench.tools.step_bench import main as step_bench
     if extra or not 0 <= args.steps <= MAX_STEPS:
         raise ConfigError(f"step-bench takes --batch-sizes, --steps in [0, {MAX_STEPS}], --compile-modes and "
                           f"--results-dir only")
@@ -269,14 +270,14 @@ def _step_bench(args, extra: list[str]) -> int:
 
 
 def _report(args, extra: list[str]) -> int:
-    from .report import report_for_run
+    from bench.records.report import report_for_run
     _no_extra("report", extra, "a run id and --results-dir")
     report_for_run(args.run_id, args.results_dir)
     return 0
 
 
 def _choose_fast(args, extra: list[str]) -> int:
-    from .choose import main as choose_fast
+    from bench.tools.choose import main as choose_fast
     if extra or not 1 <= args.steps <= MAX_STEPS or not 1 <= args.batch_size <= MAX_BATCH // args.steps:
         raise ConfigError(f"choose-fast takes --steps in [1, {MAX_STEPS}], --batch-size with steps x batch at most "
                           f"{MAX_BATCH:,} images, --compile-modes and --results-dir only")
@@ -285,18 +286,18 @@ def _choose_fast(args, extra: list[str]) -> int:
 
 
 def _kernel_static(args, extra: list[str]) -> int:
-    from .kernel_static import main as kernel_static
+    from bench.tools.kernel_static import main as kernel_static
     return kernel_static(tool_results_dir(args.results_dir), extra)  # its own options (--targets, --dtypes, ...) are parsed there
 
 
 def _kernel_bench(args, extra: list[str]) -> int:
-    from .kernel_bench import main as kernel_bench
+    from bench.tools.kernel_bench import main as kernel_bench
     _no_extra("kernel-bench", extra, "--dtypes, --layouts and --results-dir")
     return kernel_bench(tool_results_dir(args.results_dir), args.dtypes, args.layouts)
 
 
 def _leaderboard(args, extra: list[str]) -> int:
-    from .leaderboard import main as leaderboard
+    from bench.records.leaderboard import main as leaderboard
     _no_extra("leaderboard", extra, "--results-dir")
     return leaderboard(args.results_dir)
 
@@ -307,7 +308,7 @@ def _profile(args, extra: list[str]) -> int:
         raise ConfigError(f"profile needs --steps in [1, {MAX_STEPS}] and --warmup in [0, {MAX_STEPS}]")
     build_config(args.preset, args.variant, "full", overrides)  # a bad recipe or key: refused before any work
     results_dir = tool_results_dir(args.results_dir)
-    from .step_profile import main as profile_main
+    from bench.tools.step_profile import main as profile_main
     return profile_main(args.preset, args.variant, args.steps, args.warmup, overrides, results_dir)
 
 
@@ -328,7 +329,7 @@ def _training(args, extra: list[str]) -> int:
         else [args.variant]
     notes = []  # said once every check has passed
     if args.command == "ladder":
-        from .ladder import runnable
+        from bench.ladder import runnable
         variants, notes = runnable(variants, device_type)  # rungs that need CUDA skipped on a CPU, one line each
     cfgs = [build_config(args.preset, v, profile, overrides, device_type) for v in variants]
     if (many or repeated_run(args)) and not 1 <= args.runs <= MAX_RUNS:
@@ -354,7 +355,7 @@ def _training(args, extra: list[str]) -> int:
     if args.profile == "auto" and profile == "smoke" and env_is_main():
         print(SMOKE_NOTE, flush=True)
     if finder is not None:
-        from .lr_find import finder_overrides, run_finder
+        from bench.tools.lr_find import finder_overrides, run_finder
         overrides = {**overrides, **finder_overrides(run_finder(finder))}
         cfgs = [build_config(args.preset, v, profile, overrides, device_type) for v in variants]
     return _start(args, cfgs, variants, profile, overrides)
@@ -377,16 +378,16 @@ def slow_precision_note(cfgs, device_type: str) -> str:
 
 def _start(args, cfgs, variants: list[str], profile: str, overrides: dict[str, str]) -> int:
     if args.command == "ladder":
-        from .ladder import ladder
+        from bench.ladder import ladder
         ladder(args.preset, variants, profile, args.runs, overrides, tensorboard=args.tensorboard)
     elif args.command == "race" or repeated_run(args):
-        from .race import race
+        from bench.race import race
         race(args.preset, variants, profile, args.runs, overrides, tensorboard=args.tensorboard)
     elif args.command == "lr-find":
-        from .lr_find import run_finder
+        from bench.tools.lr_find import run_finder
         run_finder(cfgs[0], args.start_lr, args.end_lr, args.num_iter, args.mode)
     else:
-        from .train import train
+        from bench.run import train
         train(cfgs[0], tensorboard=args.tensorboard)
     return 0
 

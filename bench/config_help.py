@@ -8,7 +8,7 @@ import io
 import tokenize
 from dataclasses import MISSING, fields, is_dataclass
 
-from .config import RunConfig
+from bench.core.config import RunConfig
 
 
 def field_comments(cls) -> dict[str, str]:

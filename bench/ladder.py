@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .config import LADDER, NEEDS_CUDA, ConfigError
-from .distributed import env_is_main
-from .leaderboard import ladder_table
-from .race import race
-from .train import RunResult
+from bench.core.config import ConfigError
+from bench.core.distributed import env_is_main
+from bench.core.train import RunResult
+from bench.core.variants import LADDER, NEEDS_CUDA
+from bench.race import race
+from bench.records.leaderboard import ladder_table
 
 
 def runnable(rungs: list[str], device_type: str) -> tuple[list[str], list[str]]:

@@ -16,9 +16,9 @@ import torch
 
 from pipeline.cifar10 import resolve_data_dir, verify_md5
 
-from .config import TRAIN_IMAGES, ConfigError, RunConfig
-from .distributed import env_world_size
-from .results import RUN_COLUMNS, check_csv, check_results_dir
+from bench.core.config import TRAIN_IMAGES, ConfigError, RunConfig
+from bench.core.distributed import env_world_size
+from bench.records.results import RUN_COLUMNS, check_csv, check_results_dir
 
 
 class MissingPackage(RuntimeError):

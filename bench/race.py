@@ -9,12 +9,14 @@ from pathlib import Path
 
 from pipeline import load_cifar10
 
-from .config import TRAIN_IMAGES, VARIANTS, build_config
-from .distributed import env_is_main
-from .leaderboard import NoRuns, load
-from .machine import device_name
-from .stats import mean_cell, median_spread, share_cell, speedup, time_cells
-from .train import RunResult, resolve_device, train
+from bench.core.config import TRAIN_IMAGES
+from bench.core.distributed import env_is_main
+from bench.core.machine import device_name
+from bench.core.train import RunResult, resolve_device
+from bench.core.variants import VARIANTS, build_config
+from bench.records.leaderboard import NoRuns, load
+from bench.records.stats import mean_cell, median_spread, share_cell, speedup, time_cells
+from bench.run import train
 
 
 def race(preset: str, variants: list[str | None], profile: str, runs: int,

@@ -309,7 +309,7 @@ def forward_launches(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
                      running_var: torch.Tensor, training: bool, momentum: float, eps: float,
                      sm_count: int | None = None) -> tuple[tuple, list]:
     """Forward's outputs, allocated, and the launches that fill them: [(kernel, grid, args, constexprs)].
-    bn_relu_forward runs them; bench.kernel_static compiles them for GPUs it does not have (meta tensors,
+    bn_relu_forward runs them; bench.tools.kernel_static compiles them for GPUs it does not have (meta tensors,
     sm_count given), so the static table sees the launcher's own grids, arguments and constexprs."""
     x = x.contiguous(memory_format=_memory_format(x))
     g = _geometry(x, sm_count)

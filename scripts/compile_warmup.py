@@ -21,8 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from bench.cli import parse_overrides  # noqa: E402
-from bench.config import ConfigError, build_config  # noqa: E402
-from bench.train import resolve_device, train  # noqa: E402
+from bench.core.config import ConfigError  # noqa: E402
+from bench.core.train import fit, resolve_device  # noqa: E402
+from bench.core.variants import build_config  # noqa: E402
+
 from pipeline import CIFAR10  # noqa: E402
 
 
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--train-images={args.train_images} makes no batch of {cfgs[0].train.batch_size}: "
                               f"raise it or pass --batch_size")
         if any(c.train.compile == "graph" for c in cfgs):
-            from bench.step import capture_for
+            from bench.core.step import capture_for
             capture_for(device)  # a CPU without the stand-in: refused here, in one line
     except (ConfigError, RuntimeError) as e:
         print(f"compile warm-up: {e}", file=sys.stderr)
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     data = synthetic(args.train_images, args.test_images, device)
     for cfg in cfgs:
         t0 = time.perf_counter()
-        r = train(cfg, data, write=False, quiet=True)
+        r = fit(cfg, data, quiet=True)
         print(f"compile warm-up {cfg.preset}/{cfg.variant} (compile {cfg.train.compile}, norm {cfg.model.norm_kernel}): "
               f"warm-up {r.warmup_s:.1f} s, whole short run {time.perf_counter() - t0:.1f} s", flush=True)
     return 0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.config import base_preset  # noqa: E402  (rows name recipes as they were called; this reads today's)
+from bench.core.recipes import base_preset  # noqa: E402  (rows name recipes as they were called; this reads today's)
 # each phase's steps, as scripts/gpu_check.sh names them, in its order
 STEPS = {"nodata": ("step-bench", "tests", "kernels", "profile-default", "profile-reduce-overhead", "profile-graph",
                     "graph-run"),

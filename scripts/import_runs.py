@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.results import RUN_COLUMNS, append_row, atomic_write  # noqa: E402
+from bench.records.results import RUN_COLUMNS, append_row, atomic_write  # noqa: E402
 
 TABLES = ("kernels.csv", "step.csv", "pipeline.csv")  # tool rows: imported row by row, equal rows skipped
 NOTES = ("device.txt", "notes.txt", "steps.txt", "summary.txt")  # the check's own record, beside its logs

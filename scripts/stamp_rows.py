@@ -23,10 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import config  # noqa: E402
-from bench.config import ConfigError, axis_settings, base_preset, build_config  # noqa: E402
-from bench.records import AXES, make_label  # noqa: E402
-from bench.results import RUN_COLUMNS, write_csv  # noqa: E402
+from bench.core import variants  # noqa: E402
+from bench.core.config import ConfigError  # noqa: E402
+from bench.core.recipes import base_preset  # noqa: E402
+from bench.core.variants import axis_settings, build_config  # noqa: E402
+from bench.records.labels import AXES, make_label  # noqa: E402
+from bench.records.results import RUN_COLUMNS, write_csv  # noqa: E402
 
 PROBE_SINCE = "2026-12-01T22:47:31+00:00"  # commit 1fa9c61: `fast` on a CPU asks for native bf16 from here on
 NATIVE_BF16_IMG_S = 20.0  # bf16 training faster than this on a CPU is native (the reference path ran at 2.7 img/s)
@@ -84,16 +86,16 @@ def stamp(row: dict, facts: dict | None) -> dict:
         return out
     device_type = row.get("device_type") or "cpu"
     native = facts.get("native_bf16")
-    saved = config.cpu_has_native_bf16
-    config.cpu_has_native_bf16 = lambda: bool(native)  # the variant's choice on that machine, not this one
+    saved = variants.cpu_has_native_bf16
+    variants.cpu_has_native_bf16 = lambda: bool(native)  # the variant's choice on that machine, not this one
     try:
         defined = axis_settings(build_config(base_preset(row["preset"]), row["variant"], row["profile"], {},
-                                             device_type)) if row["variant"] in config.VARIANTS else None
+                                             device_type)) if row["variant"] in variants.VARIANTS else None
     except ConfigError:
         defined = None
     finally:
-        config.cpu_has_native_bf16 = saved
-    if device_type == "cpu" and native is None and row["variant"] in config.VARIANTS:
+        variants.cpu_has_native_bf16 = saved
+    if device_type == "cpu" and native is None and row["variant"] in variants.VARIANTS:
         return out  # what the variant meant there depends on the bf16 answer we lack
     out["label"] = make_label(row["variant"], defined, {a: row[a] for a in AXES})
     out["variant_settings"] = json.dumps(defined, sort_keys=True) if defined else ""

@@ -8,9 +8,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from bench.config import build_config  # noqa: E402
-from bench.distributed import DistInfo  # noqa: E402
-from bench.train import evaluate, train  # noqa: E402
+from bench.core.distributed import DistInfo  # noqa: E402
+from bench.core.train import evaluate
+from bench.core.variants import build_config  # noqa: E402
+from bench.run import train  # noqa: E402
 
 TINY = {"train_subset": "64", "test_subset": "256", "batch_size": "64", "epochs": "4", "crop_padding": "0",
         "flip": "false", "cutout_size": "0", "sync_bn": "true", "precision": "fp32", "channels_last": "false",

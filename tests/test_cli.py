@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bench.cli import main as cli_main
-from bench.config import resolve_key
+from bench.core.config import resolve_key
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,10 +40,10 @@ def trained(monkeypatch):
     """Stands in for every way a command trains: records the configs it was given instead."""
     import bench.ladder  # imported now, so that its `from .race import race` binds the real race, not this stub
     calls = []
-    monkeypatch.setattr("bench.train.train", lambda cfg, *a, **k: calls.append(cfg))
+    monkeypatch.setattr("bench.run.train", lambda cfg, *a, **k: calls.append(cfg))
     monkeypatch.setattr("bench.race.race", lambda *a, **k: calls.append(a))
     monkeypatch.setattr("bench.ladder.race", lambda *a, **k: calls.append(a))
-    monkeypatch.setattr("bench.lr_find.run_finder", lambda cfg, *a, **k: calls.append(cfg))
+    monkeypatch.setattr("bench.tools.lr_find.run_finder", lambda cfg, *a, **k: calls.append(cfg))
     return calls
 
 
@@ -90,7 +90,7 @@ def test_results_dir_that_is_a_file(capsys, trained, base, tmp_path):
 def test_results_dir_that_cannot_be_written(capsys, trained, base, monkeypatch):
     def denied(*a, **k):
         raise PermissionError(13, "Permission denied")
-    monkeypatch.setattr("bench.results.tempfile.mkstemp", denied)  # root writes anywhere: simulate a read-only one
+    monkeypatch.setattr("bench.records.results.tempfile.mkstemp", denied)  # root writes anywhere: simulate a read-only one
     refused(capsys, ["run", *base], "cannot write in results folder", "Permission denied", trained=trained)
 
 
@@ -154,7 +154,7 @@ def test_corrupt_pixels_are_refused(capsys, trained, base, tmp_path, cifar_dir):
 def test_ctrl_c_is_one_line_and_exit_130(capsys, base, monkeypatch):
     def interrupted(cfg, *a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr("bench.train.train", interrupted)
+    monkeypatch.setattr("bench.run.train", interrupted)
     try:
         rc = main(["run", *base])
     except KeyboardInterrupt:
@@ -167,11 +167,11 @@ def test_sigterm_is_one_line_and_exit_143(tmp_path, cifar_dir):
     """A real process killed by SIGTERM while it trains: one line, exit 143, no row."""
     import signal
     res = tmp_path / "res"
-    code = ("import os, signal, sys, bench.train\n"
+    code = ("import os, signal, sys, bench.run\n"
             "def train(cfg, *a, **k):\n"
             "    os.kill(os.getpid(), signal.SIGTERM)\n"
             "    raise AssertionError('SIGTERM did not stop the run')\n"
-            "bench.train.train = train\n"
+            "bench.run.train = train\n"
             "from bench.cli import main\n"
             f"sys.exit(main(['run', '--profile=full', '--data_dir={cifar_dir}', '--train_subset=256', "
             f"'--test_subset=256', '--epochs=1', '--batch_size=64', '--results_dir={res}']))\n")
@@ -196,7 +196,7 @@ def test_no_abbreviated_options(capsys, trained, base):
 
 def test_results_dir_in_both_spellings(capsys, trained, base, tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr("bench.leaderboard.main", lambda results_dir: seen.append(results_dir) or 0)
+    monkeypatch.setattr("bench.records.leaderboard.main", lambda results_dir: seen.append(results_dir) or 0)
     assert main(["leaderboard", f"--results_dir={tmp_path}"]) == 0
     assert main(["leaderboard", f"--results-dir={tmp_path}"]) == 0
     assert seen == [str(tmp_path)] * 2
@@ -210,7 +210,7 @@ def test_triton_on_cpu_needs_no_environment_variable(monkeypatch):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["CUDA_VISIBLE_DEVICES"] = ""
     code = ("import sys, torch\n"
-            "from bench.results import environment\n"
+            "from bench.core.machine import environment\n"
             "env = environment(torch.device('cpu'))\n"
             "assert 'triton' not in sys.modules and env['triton_version']\n"
             "from model.resnet import norm_act_factory\n"
@@ -230,7 +230,7 @@ def test_cli_chooses_the_triton_interpreter_for_a_cpu_run(capsys, trained, base,
 
 
 def test_runs_csv_with_a_foreign_header_is_refused_before_training(capsys, trained, base, tmp_path):
-    from bench.results import RUN_COLUMNS
+    from bench.records.results import RUN_COLUMNS
     res = tmp_path / "res"
     res.mkdir()
     renamed = ["run id" if c == "run_id" else c for c in RUN_COLUMNS]
@@ -258,14 +258,14 @@ def test_a_lock_path_that_is_a_folder_is_refused_before_training(capsys, trained
 def test_odd_numbers_are_one_line_before_anything_runs(capsys, trained, base, monkeypatch, argv, env, needle):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    monkeypatch.setattr("bench.step_bench.build_model", lambda *a, **k: pytest.fail("step-bench started"))
+    monkeypatch.setattr("bench.tools.step_bench.build_model", lambda *a, **k: pytest.fail("step-bench started"))
     refused(capsys, argv if argv[0] == "step-bench" else argv + base, needle, trained=trained)
 
 
 def test_lr_from_finder_without_a_suggestion_is_one_line(capsys, base, monkeypatch):
-    from bench.lr_find import LRFindResult
-    monkeypatch.setattr("bench.lr_find.run_finder", lambda cfg, *a, **k: LRFindResult(lrs=[1.0, 2.0]))
-    monkeypatch.setattr("bench.train.train", lambda *a, **k: pytest.fail("trained without an LR"))
+    from bench.tools.lr_find import LRFindResult
+    monkeypatch.setattr("bench.tools.lr_find.run_finder", lambda cfg, *a, **k: LRFindResult(lrs=[1.0, 2.0]))
+    monkeypatch.setattr("bench.run.train", lambda *a, **k: pytest.fail("trained without an LR"))
     rc = main(["run", "--lr-from-finder", *base])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "no suggestion" in err and "--lr_max" in err, err
@@ -317,7 +317,7 @@ def test_a_partial_last_batch_counts_its_own_images(tiny, tmp_path):
 def test_ctrl_c_while_drawing_the_report_says_the_row_is_in(capsys, tiny, tmp_path, monkeypatch):
     def interrupted(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr("bench.train.write_report", interrupted)
+    monkeypatch.setattr("bench.run.write_report", interrupted)
     assert main(["run", "--variant=fast", *tiny]) == 130
     err = capsys.readouterr().err
     (row,) = rows(tmp_path)
@@ -340,7 +340,7 @@ def test_the_old_name_of_a_renamed_recipe_is_refused_naming_the_new_one(capsys, 
 
 
 def test_profile_refuses_sgd_without_momentum(capsys, monkeypatch):
-    monkeypatch.setattr("bench.step_profile.main", lambda *a, **k: pytest.fail("profiled"))
+    monkeypatch.setattr("bench.tools.step_profile.main", lambda *a, **k: pytest.fail("profiled"))
     refused(capsys, ["profile", "--momentum=0"], "Nesterov SGD needs a momentum")
 
 
@@ -357,9 +357,9 @@ def test_absurd_sizes_are_refused(capsys, trained, base, arg, needle):
 
 def test_absurd_tool_sizes_are_refused(capsys, monkeypatch):
     for tool in ("choose", "step_profile"):
-        monkeypatch.setattr(f"bench.{tool}.main", lambda *a, **k: pytest.fail("the tool ran"))
+        monkeypatch.setattr(f"bench.tools.{tool}.main", lambda *a, **k: pytest.fail("the tool ran"))
     # step-bench's own parser refuses it, before the first thing the bench does
-    monkeypatch.setattr("bench.step_bench.environment", lambda *a, **k: pytest.fail("the step bench began"))
+    monkeypatch.setattr("bench.tools.step_bench.environment", lambda *a, **k: pytest.fail("the step bench began"))
     refused(capsys, ["step-bench", "--batch-sizes=100000000"], "100,000,000 is more than the 50,000")
     refused(capsys, ["choose-fast", "--batch-size=100000"], "--batch-size")
     refused(capsys, ["profile", "--steps=100000000"], "--steps in [1, 10000]")
@@ -403,7 +403,7 @@ def test_home_folders_are_expanded_and_an_empty_results_dir_refused(capsys, trai
                                  ["kernel-static"]])
 def test_a_tool_results_dir_that_is_a_file_is_refused_before_the_tool_runs(capsys, tmp_path, monkeypatch, cmd):
     for tool in ("step_bench", "step_profile", "pipeline_bench", "choose", "kernel_bench", "kernel_static"):
-        monkeypatch.setattr(f"bench.{tool}.main", lambda *a, **k: pytest.fail("the tool ran"))
+        monkeypatch.setattr(f"bench.tools.{tool}.main", lambda *a, **k: pytest.fail("the tool ran"))
     (tmp_path / "file").write_text("x")
     refused(capsys, [*cmd, f"--results-dir={tmp_path / 'file' / 'sub'}"], "is a file, not a folder")
 

@@ -1,6 +1,6 @@
 """What is on the clock (docs/methodology.md), through `train()` on a fake clock.
 
-The loop's clocks (`bench.timer`'s Timer, the warm-up's and the data wait's perf_counter) read one fake clock that
+The loop's clocks (`bench.core.timer`'s Timer, the warm-up's and the data wait's perf_counter) read one fake clock that
 moves only when the harness does something: a training step costs STEP_S, an evaluation EVAL_S, the data-dependent
 initialisation (whitening) WHITEN_S. Every duration the run reports is then an exact sum of those, and each rule
 is an equation: warm-up off the clock, per-epoch evaluation off, the deciding evaluation on whenever it uses
@@ -13,10 +13,10 @@ import pytest
 import torch.nn.functional as F
 from torch import nn
 
-from bench import step as step_mod
-from bench import train as train_mod
-from bench.config import build_config
-from bench.train import train
+from bench.core import step as step_mod
+from bench.core import train as train_mod
+from bench.core.variants import build_config
+from bench.run import train
 from model.resnet import ConvBlock, norm_act_factory
 from tests.conftest import random_cifar
 
@@ -47,7 +47,7 @@ def clock(monkeypatch):
     of the run (None: the real one), `log` lists ("step" | "eval" | "whiten", in_warmup)."""
     c = SimpleNamespace(now=1000.0, accs=None, log=[], in_warmup=False)
     fake_time = SimpleNamespace(perf_counter=lambda: c.now)
-    monkeypatch.setattr("bench.timer.time", fake_time)
+    monkeypatch.setattr("bench.core.timer.time", fake_time)
     monkeypatch.setattr(train_mod, "time", fake_time)
     monkeypatch.setattr(train_mod, "build_model",
                         lambda model_cfg, device, channels_last: Net(model_cfg).to(device))
@@ -147,7 +147,7 @@ def test_nothing_after_the_target_epoch_is_on_the_clock(clock):
 
 def test_whitening_is_inside_epoch_ones_clock(clock):
     """fast's whitened first conv looks at the data: it is training, timed in epoch 1 (and only there)."""
-    r = run("fast", epochs=2, eval_from=1, whiten_images=64)
+    r = run("fast4", epochs=2, eval_from=1, whiten_images=64)
     assert [what for what, _ in clock.log].count("whiten") == 1
     assert [e["epoch_time_s"] for e in r.epochs] == [STEPS_PER_EPOCH * STEP_S + WHITEN_S, STEPS_PER_EPOCH * STEP_S]
     assert r.train_time_s == 2 * STEPS_PER_EPOCH * STEP_S + WHITEN_S

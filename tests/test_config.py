@@ -3,7 +3,9 @@ import json
 import pytest
 
 from bench.cli import main, parse_overrides
-from bench.config import ConfigError, RunConfig, build_config, from_dict, seed_recipe
+from bench.core.config import ConfigError, RunConfig, from_dict
+from bench.core.recipes import seed_recipe
+from bench.core.variants import build_config
 
 
 def test_seed_recipe_is_the_reference():
@@ -49,8 +51,8 @@ def test_unknown_preset_variant_profile():
 @pytest.mark.parametrize("native, precision", [(True, "bf16"), (False, "fp32")])
 def test_variants_differ_where_they_should(monkeypatch, native, precision):
     """The CPU's bf16 probe stood in both ways (tests/test_variant_choice.py covers each kind of machine)."""
-    monkeypatch.setattr("bench.machine.cpu_has_native_bf16", lambda: native)
-    monkeypatch.setattr("bench.config.cpu_has_native_bf16", lambda: native, raising=False)
+    monkeypatch.setattr("bench.core.machine.cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr("bench.core.variants.cpu_has_native_bf16", lambda: native, raising=False)
     eager = build_config("seed", "eager", "full", device_type="cpu")
     fast = build_config("seed", "fast", "full", device_type="cpu")
     assert (eager.data.pipeline, eager.train.precision, eager.train.channels_last) == ("dataloader", "fp32", False)
@@ -97,7 +99,8 @@ def test_device_names_that_are_accepted():
 def test_a_changed_recipe_is_named_as_such_in_the_row():
     """An override of a recipe key makes another recipe: its preset label lists the changes, so the leaderboard
     cannot rank it as the preset. Seeds, paths, subsets, devices and execution settings keep the name."""
-    from bench.config import RECIPE_KEYS, leaf_keys
+    from bench.core.config import leaf_keys
+    from bench.core.recipes import RECIPE_KEYS
     assert set(RECIPE_KEYS) <= set(leaf_keys())
     same = {"seed": "3", "results_dir": "x", "train_subset": "1000", "device": "cpu", "compile": "default",
             "precision": "fp32", "eval_from": "2", "stop_at_target": "false", "target_acc": "0.5", "epochs": "4",

@@ -3,7 +3,7 @@ import pytest
 
 from bench.cli import main
 from bench.config_help import config_keys, field_comments
-from bench.config import TrainConfig
+from bench.core.config import TrainConfig
 
 
 def test_every_config_field_has_help_text():

@@ -5,10 +5,10 @@ the fp16 loss scale, and the timed run is no longer the run the warm-up claims t
 import pytest
 import torch
 
-from bench import train as train_mod
-from bench.config import build_config
-from bench.ema import WeightEMA
-from bench.step import StepGraph, TrainStep, run_directly
+from bench.core import train as train_mod
+from bench.core.ema import WeightEMA
+from bench.core.step import StepGraph, TrainStep, run_directly
+from bench.core.variants import build_config
 from tests.test_clock import Net, fake_data
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.distributed import DistInfo, shard
+from bench.core.distributed import DistInfo, shard
 from pipeline import LoaderSpec, make_loader
 from tests.test_loaders import id_images, recover_ids
 
@@ -72,8 +72,8 @@ def test_a_failing_rank_ends_the_run_with_an_error(tmp_path, cifar_dir):
 
 
 def test_indivisible_global_batch_is_a_clear_error(monkeypatch):
-    from bench.config import build_config
-    from bench.train import train
-    monkeypatch.setattr("bench.train.init_distributed", lambda name: (DistInfo(0, 3), torch.device("cpu")))
+    from bench.core.variants import build_config
+    from bench.run import train
+    monkeypatch.setattr("bench.core.train.init_distributed", lambda name: (DistInfo(0, 3), torch.device("cpu")))
     with pytest.raises(ValueError, match="batch_size=512 does not split evenly over 3 ranks"):
         train(build_config("seed", None, "full", {"device": "cpu"}), write=False)

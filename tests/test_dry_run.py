@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-import bench.train
+import bench.core.train
 from bench.cli import main
-from bench.config import RECIPES, leaf_keys
+from bench.core.config import leaf_keys
+from bench.core.recipes import RECIPES
 
 BIG = 10 ** 12
 # each key's drawn values: the edges of its range and one beyond each, plus values the recipes use
@@ -90,23 +91,23 @@ def test_every_key_is_drawn_or_excused():
 def patched(cifar):
     """The real data without a reload per example; a step that stops the run after the first timed step."""
     mp = pytest.MonkeyPatch()
-    mp.setattr(bench.train, "load_cifar10", lambda *a, **k: cifar)
+    mp.setattr(bench.core.train, "load_cifar10", lambda *a, **k: cifar)
     timed = {"on": False}
 
-    class Timer(bench.train.Timer):
+    class Timer(bench.core.train.Timer):
         def start(self):
             timed["on"] = True
             super().start()
 
-    real_step = bench.train.TrainStep.step
+    real_step = bench.core.train.TrainStep.step
 
     def step(self, x, y):
         real_step(self, x, y)
         if timed["on"]:
             raise FirstStep
 
-    mp.setattr(bench.train, "Timer", Timer)
-    mp.setattr(bench.train.TrainStep, "step", step)
+    mp.setattr(bench.core.train, "Timer", Timer)
+    mp.setattr(bench.core.train.TrainStep, "step", step)
     yield timed
     mp.undo()
 

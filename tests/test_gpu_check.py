@@ -24,7 +24,7 @@ def test_gpu_check_refuses_without_cuda(tmp_path, monkeypatch):
 
 
 def test_kernel_bench_without_cuda_writes_nothing(tmp_path, capsys, monkeypatch):
-    from bench.kernel_bench import main
+    from bench.tools.kernel_bench import main
     if torch.cuda.is_available():
         pytest.skip("checks the no-GPU path; a CUDA device is visible here")
     monkeypatch.delenv("BENCH_CUDA_STANDIN", raising=False)
@@ -145,7 +145,7 @@ def test_the_data_phase_needs_data_and_says_so_in_one_line(tmp_path):
 
 
 def test_import_brings_back_a_nodata_tarball_rows_profiles_and_notes_and_is_idempotent(tmp_path):
-    from bench.results import ENV_COLUMNS, write_csv
+    from bench.records.results import ENV_COLUMNS, write_csv
     check = tmp_path / "gpu-check-nodata"
     res = check / "results"
     row = {"timestamp": "t", **{c: "x" for c in ENV_COLUMNS}, "git_commit": "unknown", "step": "new",

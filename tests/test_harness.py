@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.config import build_config
-from bench.results import RUN_COLUMNS
-from bench.timer import Timer
-from bench.train import train
+from bench.core.timer import Timer
+from bench.core.variants import build_config
+from bench.records.results import RUN_COLUMNS
+from bench.run import train
 
 
 def tiny(tmp_path, **over):
@@ -81,7 +81,7 @@ def test_warmup_restores_the_weights(tmp_path, cifar):
 def test_timer_measures_the_clock_between_start_and_stop(monkeypatch):
     """A fake clock: on two busy cores a real sleep's measured length has no upper bound."""
     readings = iter([1000.0, 1000.25])
-    monkeypatch.setattr("bench.timer.time", SimpleNamespace(perf_counter=lambda: next(readings)))
+    monkeypatch.setattr("bench.core.timer.time", SimpleNamespace(perf_counter=lambda: next(readings)))
     timer = Timer(torch.device("cpu"))
     timer.start()
     assert timer.stop() == 0.25
@@ -100,7 +100,7 @@ def test_a_full_disk_at_the_row_keeps_the_result_and_runs_csv(tmp_path, cifar_di
     """The disk fills while the run trains: the row cannot be appended. One line, the result still printed,
     runs.csv as it was, the row kept beside the run."""
     import errno
-    from bench import results
+    from bench.records import results
     (tmp_path / "runs.csv").write_text(",".join(RUN_COLUMNS) + "\n")
     before = (tmp_path / "runs.csv").read_bytes()
     real = results.atomic_write
@@ -146,7 +146,7 @@ def test_fast_learns_like_eager(tmp_path, cifar):
 
 
 def test_ema_and_tta_run_and_tta_time_counts_toward_the_target(tmp_path, cifar):
-    from bench import leaderboard
+    from bench.records import leaderboard
     cfg = tiny(tmp_path, epochs=1, ema_decay=0.9, tta="flip_translate", target_acc=0.01, logit_scale=0.125)
     r = train(cfg, cifar, quiet=True)
     assert r.status == "reached"
@@ -160,7 +160,7 @@ def test_ema_and_tta_run_and_tta_time_counts_toward_the_target(tmp_path, cifar):
 def test_cheaper_tta_accuracies_are_those_modes_own(cifar):
     """One flip_translate evaluation also reports what tta=none and tta=flip score: the same numbers as
     evaluating with those modes, since their views are its first ones."""
-    from bench.train import TTA_VIEWS, evaluate, tta_views
+    from bench.core.train import TTA_VIEWS, evaluate, tta_views
     x0 = torch.zeros(1, 3, 4, 4)
     assert {m: len(tta_views(x0, m)) for m in TTA_VIEWS} == TTA_VIEWS
     torch.manual_seed(0)
@@ -181,8 +181,8 @@ def test_cheaper_tta_accuracies_are_those_modes_own(cifar):
 
 
 def test_eval_from_skips_early_evaluations_and_cannot_stop_before(tmp_path, cifar):
-    from bench import leaderboard
-    from bench.config import ConfigError
+    from bench.records import leaderboard
+    from bench.core.config import ConfigError
     r = train(tiny(tmp_path, eval_from=2, target_acc=0.01), cifar, quiet=True)
     logged = read_csv(tmp_path / "runs" / r.run_id / "epochs.csv")
     assert [e["test_acc"] == "" for e in logged] == [True, False] and logged[0]["eval_time_s"] == "0"
@@ -200,7 +200,7 @@ def test_eval_from_skips_early_evaluations_and_cannot_stop_before(tmp_path, cifa
 
 
 def test_tta_views():
-    from bench.train import tta_views
+    from bench.core.train import tta_views
     x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
     assert len(tta_views(x, "none")) == 1 and len(tta_views(x, "flip")) == 2
     views = tta_views(x, "flip_translate")

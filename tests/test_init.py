@@ -3,9 +3,9 @@ frozen parameters do not move."""
 import torch
 import torch.nn.functional as F
 
-from bench.config import build_config
-from bench.step import trainable
-from bench.train import init_model
+from bench.core.step import trainable
+from bench.core.train import init_model
+from bench.core.variants import build_config
 from model.init import dirac_conv_, patch_covariance, whiten_conv_
 from model.resnet import CustomResNet
 
@@ -60,8 +60,8 @@ def test_fast_recipe_freezes_the_whitened_conv_and_the_optimiser_skips_it():
 
 
 def test_frozen_whitened_conv_does_not_move_while_the_rest_trains():
-    from bench.ema import WeightEMA
-    from bench.step import TrainStep
+    from bench.core.ema import WeightEMA
+    from bench.core.step import TrainStep
     cfg = build_config("fast4", None, "full", {"train.precision": "fp32", "train.channels_last": "false"})
     model = CustomResNet(logit_scale=0.125)
     init_model(model, cfg)

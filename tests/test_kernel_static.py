@@ -1,4 +1,4 @@
-"""The BN+ReLU kernels compiled for sm_80 and sm_90 on this CPU (bench.kernel_static), no GPU needed.
+"""The BN+ReLU kernels compiled for sm_80 and sm_90 on this CPU (bench.tools.kernel_static), no GPU needed.
 
 The interpreter checks the arithmetic; only the compiler shows what a GPU would run. One subprocess (Triton
 must compile, not interpret: conftest sets TRITON_INTERPRET) compiles every kernel as the launchers launch it
@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("triton")
 
-from bench import kernel_static  # noqa: E402
+from bench.tools import kernel_static  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 
 REDUCTIONS = ("_bn_relu_fwd_stats_kernel", "_bn_relu_bwd_reduce_kernel")
@@ -30,7 +30,7 @@ PASSES = ("train-fwd", "train-bwd")
 def rows(tmp_path_factory):
     out = tmp_path_factory.mktemp("kernel_static") / "rows.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    run = subprocess.run([sys.executable, "-m", "bench.kernel_static", f"--json={out}", f"--passes={','.join(PASSES)}"],
+    run = subprocess.run([sys.executable, "-m", "bench.tools.kernel_static", f"--json={out}", f"--passes={','.join(PASSES)}"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, f"compile for sm_80/sm_90 failed:\n{run.stderr[-4000:]}"
     return json.loads(out.read_text())
@@ -188,8 +188,8 @@ def test_a_write_that_fails_midway_leaves_the_previous_csv(no_compile):
 
 
 def test_the_module_run_directly_refuses_in_one_line_too(tmp_path):
-    """`python -m bench.kernel_static` is how the CLI re-runs itself without the Triton interpreter."""
-    run = subprocess.run([sys.executable, "-m", "bench.kernel_static", "--passes=nope", f"--results-dir={tmp_path}"],
+    """`python -m bench.tools.kernel_static` is how the CLI re-runs itself without the Triton interpreter."""
+    run = subprocess.run([sys.executable, "-m", "bench.tools.kernel_static", "--passes=nope", f"--results-dir={tmp_path}"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and run.stdout == "", (run.stdout, run.stderr)
     assert run.stderr.count("\n") == 1 and run.stderr.startswith("config error: --passes='nope'"), run.stderr
@@ -197,7 +197,7 @@ def test_the_module_run_directly_refuses_in_one_line_too(tmp_path):
 
 
 def test_a_results_path_that_cannot_take_the_csv_is_refused_before_any_compile(no_compile, tmp_path):
-    from bench.results import ResultsError
+    from bench.records.results import ResultsError
     _, calls, _ = no_compile
     (tmp_path / "file").write_text("x")
     (tmp_path / "dir" / "kernels_static.csv").mkdir(parents=True)

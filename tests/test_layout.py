@@ -1,4 +1,6 @@
-"""Modules import one another without circles (function-level imports included)."""
+"""Modules import one another without circles (function-level imports included), and bench's layers import only
+downwards: the core (config, recipes, variants, loop, step, optimizers) below the records (results, leaderboard,
+report) below the tools (benches, profile, kernel-static, lr-find, choose) below the commands (bench/*.py)."""
 import ast
 from pathlib import Path
 
@@ -10,12 +12,15 @@ def import_graph() -> dict[str, set[str]]:
     """module -> the project modules it imports anywhere in its file."""
     graph = {}
     for pkg in PACKAGES:
-        for path in (ROOT / pkg).glob("*.py"):
-            mod = f"{pkg}.{path.stem}" if path.stem != "__init__" else pkg
+        for path in (ROOT / pkg).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            mod = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
             edges = set()
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.ImportFrom):
-                    base = pkg + ("." + node.module if node.module else "") if node.level else node.module
+                    here = mod.split(".") if parts[-1] == "__init__" else mod.split(".")[:-1]
+                    anchor = ".".join(here[:len(here) - node.level + 1])
+                    base = anchor + ("." + node.module if node.module else "") if node.level else node.module
                     names = [f"{base}.{a.name}" for a in node.names] + [base]
                 elif isinstance(node, ast.Import):
                     names = [a.name for a in node.names]
@@ -23,7 +28,7 @@ def import_graph() -> dict[str, set[str]]:
                     continue
                 edges |= {n for n in names if n.split(".")[0] in PACKAGES}
             graph[mod] = edges
-    return {m: {e for e in es if e in graph and e != m and e != m.split(".")[0]} for m, es in graph.items()}
+    return {m: {e for e in es if e in graph and e != m and not m.startswith(e + ".")} for m, es in graph.items()}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -54,11 +59,40 @@ def test_no_import_circles_in_pipeline():
 
 
 def test_no_import_circles_anywhere():
-    """bench.train -> bench.report only (report once imported loader_spec back from train)."""
+    """bench.run -> bench.records.report only (the report once imported loader_spec back from the loop)."""
     graph = import_graph()
-    assert "bench.report" in graph["bench.train"] and "bench.train" not in graph["bench.report"]
+    assert "bench.records.report" in graph["bench.run"] and "bench.run" not in graph["bench.records.report"]
     cycle = find_cycle(graph)
     assert cycle is None, " -> ".join(cycle)
+
+
+LAYERS = ("bench.core", "bench.records", "bench.tools", "bench")  # lowest first
+
+
+def layer(module: str) -> int:
+    return next(i for i, name in enumerate(LAYERS) if module == name or module.startswith(name + "."))
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{m} -> {e}" for m, es in graph.items() if m.startswith("bench.") for e in es
+                  if e.startswith("bench.") and layer(e) > layer(m))
+
+
+def test_bench_layers_import_only_downwards():
+    graph = import_graph()
+    assert {"bench.core.train", "bench.records.report", "bench.tools.lr_find", "bench.run"} <= set(graph)
+    assert upward_imports(graph) == []
+    assert upward_imports({**graph, "bench.core.train": graph["bench.core.train"] | {"bench.records.report"}}) == [
+        "bench.core.train -> bench.records.report"]  # the import the loop once had is seen
+
+
+def test_the_loop_imports_no_plotting_and_writes_no_file():
+    """bench.core.train imports neither matplotlib nor the records; what a run records is bench/run.py's."""
+    source = (ROOT / "bench" / "core" / "train.py").read_text()
+    imported = {n.module or "" for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m.startswith(("matplotlib", "bench.records"))}, imported
+    assert "open(" not in source and "write_csv" not in source
 
 
 def test_the_checker_sees_a_circle():

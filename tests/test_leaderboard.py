@@ -3,12 +3,12 @@ import struct
 
 import pandas as pd
 
-from bench import leaderboard
-from bench.config import axis_settings, build_config
-from bench.machine import device_heading
+from bench.core.machine import device_heading
+from bench.core.train import RunResult
+from bench.core.variants import axis_settings, build_config
 from bench.race import race_table
-from bench.results import EPOCH_COLUMNS, RUN_COLUMNS, write_csv
-from bench.train import RunResult
+from bench.records import leaderboard
+from bench.records.results import EPOCH_COLUMNS, RUN_COLUMNS, write_csv
 
 TARGET = 0.9
 

@@ -155,7 +155,8 @@ def test_alternating_flip_mirrors_each_image_every_other_epoch(pipeline):
 
 
 def test_alternating_flip_is_refused_for_dali():
-    from bench.config import ConfigError, build_config
+    from bench.core.config import ConfigError
+    from bench.core.variants import build_config
     with pytest.raises(ConfigError, match="flip_alternate"):
         build_config("fast4", None, "full", {"data.pipeline": "dali"})
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench.lr_find import lr_range_test, lr_schedule, suggest
+from bench.tools.lr_find import lr_range_test, lr_schedule, suggest
 
 
 def separable_problem(n=512, d=20, seed=0):

@@ -59,7 +59,7 @@ def test_channels_last_bf16_matches_fp32():
 def test_dropout_drops_its_share_in_training_mode():
     """model.dropout=0.3 as the training loop builds it: in train mode every Dropout zeroes about 30% of its
     (non-zero) inputs and scales the rest by 1 / 0.7; two forward passes differ. Eval mode is exact (above)."""
-    from bench.config import build_config
+    from bench.core.variants import build_config
     from model.transforms import build_model
     cfg = build_config("seed", "eager", "full", {"model.dropout": "0.3"}, "cpu")
     model = build_model(cfg.model, torch.device("cpu"), channels_last=False).train()

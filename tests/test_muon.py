@@ -3,10 +3,10 @@ uses (which parameters it takes, and the filters it leaves at norm sqrt(out)).""
 import pytest
 import torch
 
-from bench.config import build_config
-from bench.muon import FilterMuon, newton_schulz
-from bench.step import TrainStep, trainable
-from bench.train import train
+from bench.core.muon import FilterMuon, newton_schulz
+from bench.core.step import TrainStep, trainable
+from bench.core.variants import build_config
+from bench.run import train
 from model.transforms import build_model
 
 

@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from bench.config import LADDER, ConfigError
+from bench.core.config import ConfigError
+from bench.core.variants import LADDER
 from bench.ladder import runnable
-from bench.pipeline_bench import parse_pipelines, time_pipeline
+from bench.tools.pipeline_bench import parse_pipelines, time_pipeline
 
 
 class FakeLoader:
@@ -91,7 +92,7 @@ def test_a_training_subset_under_one_batch_is_one_line_before_any_work(capsys, t
 @pytest.mark.parametrize("subset", [512, 0])
 def test_one_whole_batch_or_all_images_gets_to_the_data(tmp_path, no_data, subset):
     """The control for the refusal above: from one batch up (and 0, all images) the command starts its work."""
-    from bench.pipeline_bench import main
+    from bench.tools.pipeline_bench import main
     with pytest.raises(RuntimeError, match="DATA LOADED"):
         main(str(tmp_path), "device", 1, 1.0, subset)
     assert len(no_data) == 1

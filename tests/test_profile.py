@@ -36,7 +36,7 @@ def test_profile_of_a_whole_step_graph_is_refused_on_a_cpu_in_one_line(capsys, t
     if torch.cuda.is_available():
         pytest.skip("checks the CPU's refusal; a CUDA device is visible here")
     monkeypatch.delenv("BENCH_CUDA_STANDIN", raising=False)
-    monkeypatch.setattr("bench.step_profile.build_model", lambda *a, **k: pytest.fail("profile started"))
+    monkeypatch.setattr("bench.tools.step_profile.build_model", lambda *a, **k: pytest.fail("profile started"))
     assert main(["profile", "--compile=graph", "--warmup_steps=3", f"--results-dir={tmp_path}"]) == 2
     err = capsys.readouterr().err
     assert "CUDA graph; this run is on the cpu" in err and err.count("\n") == 1, err
@@ -51,7 +51,7 @@ def test_profile_of_a_whole_step_graph_through_the_cpu_stand_in(tmp_path, monkey
     import torch
     from tests.test_step import tiny_net
     monkeypatch.setenv("BENCH_CUDA_STANDIN", "1")
-    monkeypatch.setattr("bench.step_profile.build_model",
+    monkeypatch.setattr("bench.tools.step_profile.build_model",
                         lambda *a, **k: tiny_net().to(memory_format=torch.channels_last))
     torch._dynamo.reset()
     assert main(["profile", "--steps=2", "--warmup=1", "--compile=graph", "--warmup_steps=1", "--batch_size=4",

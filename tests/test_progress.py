@@ -1,7 +1,7 @@
 """Progress lines inside an epoch when stdout is a log, timed by a fake clock."""
 import io
 
-from bench.progress import Progress
+from bench.core.progress import Progress
 
 
 class FakeClock:

@@ -5,22 +5,26 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import results
-from bench.results import EPOCH_COLUMNS, RUN_COLUMNS, write_csv
+from bench.core import machine
+from bench.records import results
+from bench.records.results import EPOCH_COLUMNS, RUN_COLUMNS, write_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_git_commit_without_git_comes_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_GIT_COMMIT", "d9ecd36")
-    assert results.git_commit(tmp_path) == "d9ecd36"  # tmp_path has no .git (it may sit inside a repository)
+    assert machine.git_commit(tmp_path) == "d9ecd36"  # tmp_path has no .git (it may sit inside a repository)
     monkeypatch.delenv("BENCH_GIT_COMMIT")
-    assert results.git_commit(tmp_path) == "unknown"
-    assert "BENCH_GIT_COMMIT" in results.commit_note("unknown") and results.commit_note("d9ecd36") == ""
+    assert machine.git_commit(tmp_path) == "unknown"
+    assert "BENCH_GIT_COMMIT" in machine.commit_note("unknown") and machine.commit_note("d9ecd36") == ""
 
 
 def test_every_csv_takes_the_one_list_of_environment_columns():
-    from bench import choose, kernel_bench, lr_find, pipeline_bench
+    from bench.tools import choose
+    from bench.tools import kernel_bench
+    from bench.tools import lr_find
+    from bench.tools import pipeline_bench
     for columns in (RUN_COLUMNS, lr_find.LR_FIND_COLUMNS, choose.VARIANT_COLUMNS, kernel_bench.KERNEL_COLUMNS,
                     pipeline_bench.PIPELINE_COLUMNS):
         at = columns.index(results.ENV_COLUMNS[0])
@@ -62,7 +66,7 @@ def test_each_recipe_name_still_trains_what_its_rows_trained():
     recorded under that name: every key a row's config_json holds, but those listed above as not the recipe, equals
     today's preset's value. (Keys added after a row was written are not in it: their default then need not be what
     the code did before.)"""
-    from bench.config import RECIPES
+    from bench.core.recipes import RECIPES
     with open(Path(__file__).parent.parent / "results" / "runs.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["preset"] in RECIPES and r["profile"] == "full"]  # smoke: 2 epochs
     assert {"seed", "fast5", "fast8"} <= {r["preset"] for r in rows}

@@ -1,6 +1,6 @@
 """The race's closing lines: the table, and after a smoke race the estimate of the full race here and on a GPU."""
+from bench.core.train import RunResult
 from bench.race import full_race_estimate
-from bench.train import RunResult
 from tests.test_leaderboard import add_run
 
 

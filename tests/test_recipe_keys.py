@@ -21,9 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import train as train_mod
-from bench.config import RECIPES, RunConfig, build_config, is_recipe_key, leaf_keys
-from bench.train import setup_run
+from bench.core import train as train_mod
+from bench.core.config import RunConfig, leaf_keys
+from bench.core.recipes import RECIPES, is_recipe_key
+from bench.core.train import setup_run
+from bench.core.variants import build_config
 from pipeline import MEAN, STD
 from pipeline.cifar10 import CIFAR10
 from tests.test_clock import Net

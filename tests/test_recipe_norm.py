@@ -4,9 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.config import build_config
-from bench.step import TrainStep, norm_biases, trainable
-from bench.train import init_model, train
+from bench.core.step import TrainStep, norm_biases, trainable
+from bench.core.train import init_model
+from bench.core.variants import build_config
+from bench.run import train
 from model.transforms import build_model
 
 LR, WD, MOMENTUM, SCALE = 0.1, 5e-4, 0.9, 64.0
@@ -84,6 +85,6 @@ def test_init_model_freezes_the_scales_only_when_asked():
 
 @pytest.mark.parametrize("bad", ["0", "-1"])
 def test_the_scale_must_be_positive(bad):
-    from bench.config import ConfigError
+    from bench.core.config import ConfigError
     with pytest.raises(ConfigError, match="norm_bias_lr_scale"):
         sgd_cfg(**{"optim.norm_bias_lr_scale": bad})

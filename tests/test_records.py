@@ -9,19 +9,20 @@ import sys
 import pytest
 import torch
 
-from bench import leaderboard, machine, stats
 from bench.cli import main
-from bench.config import build_config
-from bench.records import row_label
-from bench.results import EPOCH_COLUMNS, RUN_COLUMNS, write_csv
-from bench.train import train
+from bench.core import machine
+from bench.core.variants import build_config
+from bench.records import leaderboard, stats
+from bench.records.labels import row_label
+from bench.records.results import EPOCH_COLUMNS, RUN_COLUMNS, write_csv
+from bench.run import train
 from tests.conftest import ROOT
 
 
 def stand_in_machine(monkeypatch, native_bf16: bool) -> None:
     """This process as a CPU with or without native bf16, whichever module asks."""
-    monkeypatch.setattr("bench.config.cpu_has_native_bf16", lambda: native_bf16)
-    monkeypatch.setattr("bench.machine.cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr("bench.core.variants.cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr("bench.core.machine.cpu_has_native_bf16", lambda: native_bf16)
     monkeypatch.setattr("bench.cli.cpu_has_native_bf16", lambda: native_bf16)
 
 
@@ -102,7 +103,7 @@ def test_a_run_stamps_its_label_settings_and_machine_as_they_were(tmp_path, cifa
                                                    "channels_last": "True", "compile": "off", "norm_kernel": "eager"}
     facts = json.loads(row["device_facts"])
     assert facts["native_bf16"] is native and facts["threads"] == torch.get_num_threads() and "isa" in facts
-    monkeypatch.setattr("bench.config.cpu_has_native_bf16", lambda: not native)  # another machine reads it
+    monkeypatch.setattr("bench.core.variants.cpu_has_native_bf16", lambda: not native)  # another machine reads it
     assert row_label(row) == "fast+nchw"
 
 

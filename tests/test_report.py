@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.config import build_config
-from bench.report import mosaic, plot_curves, report_for_run, write_report
-from bench.train import train
+from bench.core.variants import build_config
+from bench.records.report import mosaic, plot_curves, report_for_run, write_report
+from bench.run import train
 from pipeline import CIFAR10
 from pipeline.cifar10 import FILE_BYTES, TEST_FILES, TRAIN_FILES, data_fingerprint
 
@@ -91,11 +91,11 @@ def evidence(tmp_path, monkeypatch):
     np.save(run_dir / "test_predictions.npy", np.arange(300) % 10)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("CIFAR10_DIR", str(fake_cifar_dir(tmp_path / "env", 1)))
-    monkeypatch.setattr("bench.report.SHARED_DATA", tmp_path / "no-shared-copy", raising=False)
+    monkeypatch.setattr("bench.records.report.SHARED_DATA", tmp_path / "no-shared-copy", raising=False)
 
     def no_data(data_dir=None, *a, **k):
         raise AssertionError(f"DATA LOADED from {data_dir}")
-    monkeypatch.setattr("bench.report.load_cifar10", no_data)
+    monkeypatch.setattr("bench.records.report.load_cifar10", no_data)
 
     def no_download(*a, **k):
         raise AssertionError("DOWNLOAD STARTED")
@@ -201,7 +201,7 @@ def test_the_report_reads_the_data_whose_fingerprint_the_row_records(evidence, t
     folders = {name: parent / "cifar-10-batches-bin" for name, parent in places.items()}
     write_runs(evidence, {"data_dir": str(folders["data_dir"])}, data_fingerprint=data_fingerprint(wanted))
     monkeypatch.setenv("CIFAR10_DIR", str(folders["CIFAR10_DIR"]))
-    monkeypatch.setattr("bench.report.SHARED_DATA", folders["shared"])
+    monkeypatch.setattr("bench.records.report.SHARED_DATA", folders["shared"])
     with pytest.raises(AssertionError, match=f"DATA LOADED from {folders[where]}$"):
         main(["report", RUN_ID, f"--results-dir={evidence}"])
 
@@ -250,7 +250,7 @@ def test_bad_test_predictions_are_one_line(capsys, evidence, content, needles):
 
 
 def test_curve_legends_say_what_each_curve_measures():
-    from bench.report import curve_labels
+    from bench.records.report import curve_labels
     assert curve_labels(build_config("seed")) == ("train", "test")
     train, test = curve_labels(build_config("fast4"))
     assert train == "train (label smoothing 0.2)"  # the optimised loss, not comparable with the test loss
@@ -309,7 +309,7 @@ def tiny_data(n_test: int = 300) -> CIFAR10:
 def titles(monkeypatch):
     """{figure file: its suptitle and axes titles}, for every figure the report saves (nothing is written)."""
     saved = {}
-    monkeypatch.setattr("bench.report._save", lambda fig, path: saved.__setitem__(
+    monkeypatch.setattr("bench.records.report._save", lambda fig, path: saved.__setitem__(
         Path(path).name, " | ".join([fig.get_suptitle()] + [ax.get_title() for ax in fig.axes])))
     return saved
 
@@ -338,7 +338,7 @@ def test_a_run_report_is_titled_with_the_label_it_is_given(tmp_path, titles):
 def test_a_rebuilt_report_is_titled_with_the_rows_label(evidence, monkeypatch, titles, cells, shown):
     """The config in the row says variant fast; the title says what the row says."""
     write_runs(evidence, **cells)
-    monkeypatch.setattr("bench.report.load_cifar10", lambda *a, **k: tiny_data(10_000))
+    monkeypatch.setattr("bench.records.report.load_cifar10", lambda *a, **k: tiny_data(10_000))
     report_for_run(RUN_ID, str(evidence))
     assert all(shown in text for text in titles.values()) and len(titles) == len(FILES), titles
 
@@ -359,7 +359,7 @@ def test_a_report_killed_while_saving_a_figure_leaves_the_old_one(tmp_path, monk
 
     def killed(src, dst):
         raise KeyboardInterrupt  # the rename that would publish the new figure never happens
-    monkeypatch.setattr("bench.results.os.replace", killed)
+    monkeypatch.setattr("bench.records.results.os.replace", killed)
     epochs = pd.DataFrame({"epoch": [1], "train_loss": [2.0], "test_loss": [1.9], "train_acc": [0.3], "test_acc": [0.35]})
     with pytest.raises(KeyboardInterrupt):
         plot_curves(epochs, path, "t")

@@ -3,8 +3,8 @@ import multiprocessing as mp
 
 import pytest
 
-from bench import results
-from bench.results import RUN_COLUMNS, append_row
+from bench.records import results
+from bench.records.results import RUN_COLUMNS, append_row
 
 
 def read(path):
@@ -65,7 +65,7 @@ def test_git_commit_marks_code_changes_dirty_but_not_results(tmp_path):
     import shutil
     import subprocess
 
-    from bench.results import git_commit
+    from bench.core.machine import git_commit
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
@@ -136,7 +136,7 @@ def test_results_dir_checks(tmp_path):
 
 
 def test_a_runs_csv_that_is_a_link_to_a_shared_file_stays_a_link(tmp_path):
-    from bench.results import RUN_COLUMNS, append_row
+    from bench.records.results import RUN_COLUMNS, append_row
     shared = tmp_path / "shared" / "runs.csv"
     shared.parent.mkdir()
     (tmp_path / "mine").mkdir()
@@ -149,7 +149,7 @@ def test_a_runs_csv_that_is_a_link_to_a_shared_file_stays_a_link(tmp_path):
 
 
 def test_a_byte_order_mark_is_dropped_and_every_row_kept(tmp_path):
-    from bench.results import RUN_COLUMNS, append_row
+    from bench.records.results import RUN_COLUMNS, append_row
     path = tmp_path / "runs.csv"
     append_row(path, {"run_id": "a"}, RUN_COLUMNS)
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))

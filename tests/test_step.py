@@ -4,9 +4,9 @@ import contextlib
 import pytest
 import torch
 
-from bench.config import build_config
-from bench.ema import WeightEMA
-from bench.step import PlainStep, TrainStep, one_cycle_lrs
+from bench.core.ema import WeightEMA
+from bench.core.step import PlainStep, TrainStep, one_cycle_lrs
+from bench.core.variants import build_config
 from model.transforms import build_model
 
 STEPS = 4
@@ -151,7 +151,7 @@ def count_host_reads():
 
 def test_an_epoch_of_steps_reads_nothing_back(monkeypatch):
     """The device loader's epoch and every step of it (LR, EMA, loss record) make no host read."""
-    from bench.train import setup_run, run_epoch
+    from bench.core.train import run_epoch, setup_run
     from pipeline.cifar10 import CIFAR10
     g = torch.Generator().manual_seed(0)
     data = CIFAR10(torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=g),
@@ -227,7 +227,7 @@ def test_step_bench_writes_a_row_per_step_kind(tmp_path, capsys, monkeypatch):
 def test_step_bench_refuses_graph_capture_modes_on_a_cpu_in_one_line(mode, tmp_path, capsys, monkeypatch):
     from bench.cli import main
     monkeypatch.delenv("BENCH_CUDA_STANDIN", raising=False)
-    monkeypatch.setattr("bench.step_bench.build_model", lambda *a, **k: pytest.fail("step-bench started"))
+    monkeypatch.setattr("bench.tools.step_bench.build_model", lambda *a, **k: pytest.fail("step-bench started"))
     assert main(["step-bench", f"--compile-modes={mode}", f"--results-dir={tmp_path}"]) == 2
     err = capsys.readouterr().err
     assert "CUDA graphs need CUDA" in err and err.count("\n") == 1 and not (tmp_path / "step.csv").exists()
@@ -237,7 +237,7 @@ def test_a_graph_step_counts_one_step_per_call_in_buffers_sized_for_the_run():
     """compile=graph's first call captures: the capture's warm-up calls (and, on the CPU stand-in, the captured
     call) must not advance the step counters or the loss record, or buffers sized for the run's steps overflow
     (index out of bounds here, a device-side assert on CUDA: step-bench and profile size them for warm-up + steps)."""
-    from bench.step import StepGraph, run_directly
+    from bench.core.step import StepGraph, run_directly
 
     torch._dynamo.reset()
     cfg = small_cfg("sgd", False, **{"train.compile": "graph", "train.warmup_steps": "1"})
@@ -257,7 +257,7 @@ def test_step_bench_runs_every_mode_through_the_cpu_stand_ins(tmp_path, monkeypa
 
     from bench.cli import main
     monkeypatch.setenv("BENCH_CUDA_STANDIN", "1")
-    monkeypatch.setattr("bench.step_bench.build_model",
+    monkeypatch.setattr("bench.tools.step_bench.build_model",
                         lambda *a, **k: tiny_net().to(memory_format=torch.channels_last))
     assert main(["step-bench", "--batch-sizes=4", "--steps=2", "--compile-modes=graph,reduce-overhead",
                  f"--results-dir={tmp_path}"]) == 0
@@ -272,7 +272,7 @@ def test_bench_run_with_a_whole_step_graph_is_refused_on_the_cpu_in_one_line(cap
     from bench.cli import main
     if torch.cuda.is_available():
         pytest.skip("checks the CPU's refusal; a CUDA device is visible here")
-    monkeypatch.setattr("bench.train.train", lambda *a, **k: pytest.fail("bench run started"))
+    monkeypatch.setattr("bench.run.train", lambda *a, **k: pytest.fail("bench run started"))
     assert main(["run", "--preset=fast4", "--variant=fast", "--compile=graph", "--warmup_steps=3"]) == 2
     err = capsys.readouterr().err
     assert "CUDA graph; this run is on the CPU" in err and err.count("\n") == 1
@@ -284,7 +284,7 @@ def test_bench_run_with_a_whole_step_graph_is_refused_on_the_cpu_in_one_line(cap
 def test_a_cuda_epoch_never_synchronises(mode):
     """On CUDA an epoch of steps (device loader, LR, EMA, loss record; compiled or not) under
     set_sync_debug_mode('error'): any synchronising call raises."""
-    from bench.train import run_epoch, setup_run
+    from bench.core.train import run_epoch, setup_run
     from pipeline.cifar10 import CIFAR10
     g = torch.Generator().manual_seed(0)
     data = CIFAR10(torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8, generator=g),
@@ -309,7 +309,7 @@ def test_a_captured_whole_step_replays_like_the_plain_step(more):
     function itself as the replay) gives the plain compiled step's losses and weights, batch by batch, once the
     warm-up is undone as the harness undoes it (Muon's momentum too: fast's filters are Muon's). On CUDA the same
     object replays a torch.cuda.graph."""
-    from bench.step import StepGraph, run_directly
+    from bench.core.step import StepGraph, run_directly
 
     data = [(x.float(), y) for x, y in batches(4)]
     out = {}
@@ -339,7 +339,7 @@ def test_a_captured_whole_step_replays_like_the_plain_step(more):
 
 
 def test_a_whole_step_graph_is_refused_on_the_cpu():
-    from bench.config import ConfigError
+    from bench.core.config import ConfigError
     from bench.preflight import check_device
     with pytest.raises(ConfigError, match="compile=graph"):
         build_config("fast4", "fast", "full", {"compile": "graph", "warmup_steps": "0"})
@@ -353,7 +353,7 @@ def test_a_cuda_captured_whole_step_replays_like_the_plain_step(more):
     """The CPU test above on CUDA: a real torch.cuda.graph capture and replay (cuda_capture) gives the compiled
     (default mode) step's losses, weights and counters, batch by batch, once the warm-up is undone as the harness
     undoes it. Not yet run on a GPU."""
-    from bench.step import StepGraph, cuda_capture
+    from bench.core.step import StepGraph, cuda_capture
 
     dev = torch.device("cuda")
     data = [(x.float().to(dev), y.to(dev)) for x, y in batches(4)]

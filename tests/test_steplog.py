@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.config import build_config
-from bench.step import one_cycle_lrs
-from bench.tensorboard_events import crc32c, masked_crc32c, scalar_event, tfrecord, version_event
-from bench.train import train
+from bench.core.step import one_cycle_lrs
+from bench.core.variants import build_config
+from bench.records.tensorboard_events import crc32c, masked_crc32c, scalar_event, tfrecord, version_event
+from bench.run import train
 from tests.conftest import real_data_dir
 
 EPOCH_TAGS = {"test/acc": "test_acc", "train/acc": "train_acc", "train/loss_epoch": "train_loss",

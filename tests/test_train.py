@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import train as train_mod
-from bench.config import build_config
-from bench.train import evaluate, fit
+from bench.core import train as train_mod
+from bench.core.train import evaluate, fit
+from bench.core.variants import build_config
 from model.resnet import ConvBlock, norm_act_factory
 from pipeline import MEAN, STD
 
@@ -33,7 +33,7 @@ class TinyNet(nn.Module):
 
 @pytest.fixture
 def tiny_net(monkeypatch):
-    """bench.train builds TinyNets; the list holds every one built, in order."""
+    """bench.core.train builds TinyNets; the list holds every one built, in order."""
     built = []
 
     def build(model_cfg, device, channels_last):

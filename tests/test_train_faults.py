@@ -4,8 +4,9 @@ import csv
 import math
 
 
-from bench.config import build_config
-from bench.train import LOSS_BOUND, first_divergence, train
+from bench.core.train import LOSS_BOUND, first_divergence
+from bench.core.variants import build_config
+from bench.run import train
 from tests.conftest import random_cifar
 
 
@@ -24,7 +25,7 @@ def rows(tmp_path):
 def test_a_failing_report_leaves_the_row(tmp_path, monkeypatch, capsys):
     def disk_full(*a, **k):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr("bench.train.write_report", disk_full)
+    monkeypatch.setattr("bench.run.write_report", disk_full)
     r = train(tiny(tmp_path), random_cifar())
     assert [row["run_id"] for row in rows(tmp_path)] == [r.run_id]
     assert (tmp_path / "runs" / r.run_id / "epochs.csv").is_file()

@@ -4,8 +4,8 @@ answer. Nothing here asks this machine what it has: each kind is tested wherever
 import pytest
 import torch
 
-from bench import machine
-from bench.config import build_config
+from bench.core import machine
+from bench.core.variants import build_config
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def cpu_with(monkeypatch):
             calls.append(native)
             return native
         monkeypatch.setattr(machine, "cpu_has_native_bf16", probe)
-        monkeypatch.setattr("bench.config.cpu_has_native_bf16", probe, raising=False)  # imported by name there
+        monkeypatch.setattr("bench.core.variants.cpu_has_native_bf16", probe, raising=False)  # imported by name there
         return calls
     return stand_in
 

@@ -37,9 +37,9 @@ from pathlib import Path
 
 import torch
 
-from bench.config import ConfigError
-from bench.results import ResultsError, atomic_write
-from bench.results import write_csv as write_rows  # this module's write_csv takes (rows, path)
+from bench.core.config import ConfigError
+from bench.records.results import ResultsError, atomic_write
+from bench.records.results import write_csv as write_rows  # this module's write_csv takes (rows, path)
 
 # target -> (capability, GPU it stands for, SMs, shared memory per SM bytes, copy bandwidth GB/s)
 TARGETS = {"sm_90": (90, "H200", 132, 228 * 1024, 4250.0), "sm_80": (80, "A100", 108, 164 * 1024, 1550.0)}
@@ -255,7 +255,7 @@ def static_rows(targets=tuple(TARGETS), dtypes=tuple(DTYPES), layouts=tuple(LAYO
                 shapes=None, batch: int = 512, log=print) -> list[dict]:
     """One row per (target, pass, shape, dtype, layout, kernel launched)."""
     import triton
-    from bench.results import git_commit
+    from bench.core.machine import git_commit
     shapes = shapes or model_bn_shapes(batch)
     memo: dict = {}
     commit = git_commit()
@@ -319,8 +319,8 @@ def markdown_table(path: Path, dtype: str = "bf16", layout: str = "channels_last
 
 def _rerun_without_interpreter(argv: list[str]) -> int:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    root = Path(__file__).resolve().parents[1]  # this checkout's kernels, not an installed copy's
-    return subprocess.run([sys.executable, "-m", "bench.kernel_static", *argv], env=env, cwd=root).returncode
+    root = Path(__file__).resolve().parents[2]  # this checkout's kernels, not an installed copy's
+    return subprocess.run([sys.executable, "-m", "bench.tools.kernel_static", *argv], env=env, cwd=root).returncode
 
 
 class _Parser(argparse.ArgumentParser):

@@ -8,19 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .results import write_csv
-from .tensorboard_events import EventFile
+from bench.records.results import write_csv
+from bench.records.tensorboard_events import EventFile
 
 STEP_COLUMNS = ("epoch", "step", "lr", "loss")  # step: global, 1-based; loss: the mean over ranks
 EPOCH_SCALARS = {"test/acc": "test_acc", "train/acc": "train_acc", "train/loss_epoch": "train_loss",
                  "time/train_s": "train_time_s"}  # TensorBoard tag -> epochs.csv column
-
-
-def step_rows(epoch: int, lr_values: list[float], losses: list[float]) -> list[dict[str, Any]]:
-    """Rows of epoch `epoch` (1-based): `lr_values` is the whole run's schedule, `losses` this epoch's steps."""
-    first = (epoch - 1) * len(losses)  # every epoch has the same number of steps
-    return [{"epoch": epoch, "step": first + j + 1, "lr": lr_values[first + j], "loss": loss}
-            for j, loss in enumerate(losses)]
 
 
 class StepLog:

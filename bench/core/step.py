@@ -5,7 +5,7 @@ LR the fused optimizer reads (a 0-dim tensor), the step and in-epoch counters, t
 correct-prediction count. `TrainStep` runs forward, loss, backward, optimizer update and bookkeeping; with
 `train.compile` other than `off` the whole step function goes through torch.compile (the backward splits it into a
 forward graph and an update graph; `reduce-overhead`/`max-autotune` replay both as CUDA graphs). The weights' EMA
-(`bench.ema.WeightEMA`) is applied every k steps from a host counter.
+(`bench.core.ema.WeightEMA`) is applied every k steps from a host counter.
 
 `PlainStep` is the previous step (Python-float LR from OneCycleLR, per-step AveragedModel, loss and accuracy
 outside any graph, and its own loss, groups and optimizers, not TrainStep's helpers): the reference the tests and
@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from model.init import NORM_LAYERS
 from model.transforms import autocast
 
-from .config import ConfigError, RunConfig
-from .ema import WeightEMA
-from .muon import FilterMuon
+from bench.core.config import ConfigError, RunConfig
+from bench.core.ema import WeightEMA
+from bench.core.muon import FilterMuon
 
 
 def trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:

@@ -23,12 +23,13 @@ from torch._dynamo.utils import counters
 
 from model.transforms import DTYPES, build_model
 
-from .config import COMPILE_MODES, TRAIN_IMAGES, ConfigError, build_config
-from .ema import WeightEMA
-from .machine import default_device_type
-from .results import ENV_COLUMNS, append_row, environment
-from .step import PlainStep, TrainStep, cuda_standin
-from .timer import synchronize
+from bench.core.config import COMPILE_MODES, TRAIN_IMAGES, ConfigError
+from bench.core.ema import WeightEMA
+from bench.core.machine import default_device_type, environment
+from bench.core.step import PlainStep, TrainStep, cuda_standin
+from bench.core.timer import synchronize
+from bench.core.variants import build_config
+from bench.records.results import ENV_COLUMNS, append_row
 
 STEP_COLUMNS = ("timestamp", *ENV_COLUMNS, "step", "compile", "batch_size", "precision", "channels_last",
                 "warmup_steps", "steps", "ms_per_step", "images_per_s", "warmup_s", "graphs", "graph_breaks",

@@ -25,11 +25,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import LADDER, SMOKE_TEST_IMAGES, SMOKE_TRAIN_IMAGES, canonical_preset
-from .machine import device_heading
-from .records import AXES, row_label
-from .results import atomic_write
-from .stats import mean_cell, mean_ci, olympic_mean, share_cell, speedup, wilson
+from bench.core.machine import device_heading
+from bench.core.recipes import canonical_preset
+from bench.core.variants import LADDER, SMOKE_TEST_IMAGES, SMOKE_TRAIN_IMAGES
+from bench.records.labels import AXES, row_label
+from bench.records.results import atomic_write
+from bench.records.stats import mean_cell, mean_ci, olympic_mean, share_cell, speedup, wilson
 
 REL = 1e-3  # agreement tolerance for times read back from CSV (6 significant digits are written)
 EVENT = ["machine", "preset", "profile", "target_acc", "train_images", "test_images"]  # runs raced against each other

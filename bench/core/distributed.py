@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .config import ConfigError
+from bench.core.config import ConfigError
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 from model.transforms import autocast
 
-from .config import ConfigError
-from .results import ENV_COLUMNS
+from bench.core.config import ConfigError
+from bench.records.results import ENV_COLUMNS
 
 
 @dataclass
@@ -137,9 +137,10 @@ def run_finder(cfg, start_lr: float = 1e-7, end_lr: float = 10.0, num_iter: int 
     from pipeline import load_cifar10, loader_spec, make_loader
 
     from model.transforms import build_model
-    from .results import append_row, environment
-    from .step import make_optimizer
-    from .train import resolve_device
+    from bench.core.machine import environment
+    from bench.records.results import append_row
+    from bench.core.step import make_optimizer
+    from bench.core.train import resolve_device
 
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)

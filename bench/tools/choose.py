@@ -14,9 +14,10 @@ import torch
 
 from pipeline import load_cifar10
 
-from .config import build_config
-from .results import ENV_COLUMNS, append_row, environment
-from .train import resolve_device, train
+from bench.core.machine import environment
+from bench.core.train import fit, resolve_device
+from bench.core.variants import build_config
+from bench.records.results import ENV_COLUMNS, append_row
 
 VARIANT_COLUMNS = ("timestamp", *ENV_COLUMNS, "precision", "channels_last", "compile", "norm_kernel", "pipeline", "steps",
                    "batch_size", "images_per_s", "warmup_s", "chosen_by_config")
@@ -43,7 +44,7 @@ def main(results_dir: str = "results", steps: int = 4, compile_modes: list[str] 
                 "warmup_steps": "2" if cand["compile"] != "off" else "1", "pipeline": "device", "results_dir": results_dir}
         cfg = build_config("seed", None, "full", over, device.type)
         torch._dynamo.reset()
-        r = train(cfg, data, write=False, quiet=True)
+        r = fit(cfg, data, quiet=True)
         t = cfg.train
         chosen = (t.precision, t.channels_last, t.compile, cfg.model.norm_kernel) == (
             fast.train.precision, fast.train.channels_last, fast.train.compile, fast.model.norm_kernel)

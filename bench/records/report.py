@@ -21,9 +21,10 @@ from pipeline import CIFAR10, CLASSES, MEAN, STD, load_cifar10, loader_spec, mak
 from pipeline.cifar10 import (RECORDS_PER_FILE, TEST_FILES, DataError, data_fingerprint, default_cache_dir,
                               verify_dir)
 
-from .config import ConfigError, RunConfig, canonical_preset, from_dict
-from .records import row_label
-from .results import ResultsError, atomic_write, write_csv
+from bench.core.config import ConfigError, RunConfig, from_dict
+from bench.core.recipes import canonical_preset
+from bench.records.labels import row_label
+from bench.records.results import ResultsError, atomic_write, write_csv
 
 
 def _plt():
@@ -309,7 +310,7 @@ def _epochs(path: Path) -> pd.DataFrame:
     return epochs
 
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar-10-batches-bin"  # beside the checkout
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar-10-batches-bin"  # beside the checkout
 
 
 def data_places(cfg: RunConfig) -> list[tuple[Path, str]]:

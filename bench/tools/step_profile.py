@@ -24,12 +24,12 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from model.transforms import DTYPES, build_model
 
-from .config import build_config
-from .ema import WeightEMA
-from .machine import default_device_type
-from .results import atomic_write, environment, write_csv
-from .step import TrainStep, capture_for
-from .timer import synchronize
+from bench.core.ema import WeightEMA
+from bench.core.machine import default_device_type, environment
+from bench.core.step import TrainStep, capture_for
+from bench.core.timer import synchronize
+from bench.core.variants import build_config
+from bench.records.results import atomic_write, write_csv
 
 STEP_COLUMNS = ("step", "host_ms", "device_busy_ms", "device_busy_fraction", "kernels")
 

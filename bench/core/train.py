@@ -1,8 +1,9 @@
 """The one training loop. Every variant (pipeline, precision, layout, compile, kernels) is an input to it.
 
 Read top to bottom: `setup_run` (data, loader, model, step, warm-up), `run_epoch` (the timed steps, then one host
-read of the epoch's record), `fit` (epochs, evaluation, the target), `train` (fit, then record: epoch log, row,
-report). Inside an epoch nothing reads a tensor back to the host (bench/step.py); divergence is judged at its end.
+read of the epoch's record), `fit` (epochs, evaluation, the target). Recording a run (epoch and step logs, the row,
+the report) is bench/run.py's, through `fit`'s callbacks and its result: the loop writes no file. Inside an epoch
+nothing reads a tensor back to the host (bench/core/step.py); divergence is judged at its end.
 
 Clock: `train_time_s` sums the device-synchronised time of each epoch's training steps (data loading and
 augmentation included: they are part of the cost; so is a data-dependent initialisation such as whitening, in epoch
@@ -12,8 +13,6 @@ evaluation when test-time augmentation is on).
 """
 from __future__ import annotations
 
-import io
-import json
 import math
 import secrets
 import time
@@ -31,20 +30,14 @@ from model.init import dirac_convs_, freeze_norm_scales_, whiten_conv_
 from model.transforms import DTYPES, autocast, build_model, compile_model
 from pipeline import CIFAR10, eval_batches, load_cifar10, loader_spec, make_loader
 from pipeline.augment import keep_layout
-from pipeline.cifar10 import data_fingerprint
 
-from .config import TTA_MODES, RunConfig, axis_settings, variant_settings
-from .distributed import DistInfo, all_reduce_sum, barrier, env_is_main, init_distributed, shard, wrap_ddp
-from .ema import WeightEMA
-from .machine import default_device_type
-from .progress import Progress
-from .records import make_label
-from .report import write_report
-from .results import (EPOCH_COLUMNS, RUN_COLUMNS, ResultsError, append_row, atomic_write, commit_note, environment,
-                      write_csv)
-from .step import TrainStep
-from .steplog import StepLog, step_rows
-from .timer import Timer, synchronize
+from bench.core.config import TTA_MODES, RunConfig
+from bench.core.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shard, wrap_ddp
+from bench.core.ema import WeightEMA
+from bench.core.machine import default_device_type, environment
+from bench.core.progress import Progress
+from bench.core.step import TrainStep
+from bench.core.timer import Timer, synchronize
 
 LOSS_BOUND = 100.0  # a step's loss above this many times the run's first loss is divergence, finite or not
 
@@ -307,6 +300,13 @@ def run_epoch(run: Run, epoch: int, steps_only: bool = False) -> EpochOutcome | 
     return out
 
 
+def step_rows(epoch: int, lr_values: list[float], losses: list[float]) -> list[dict[str, Any]]:
+    """Rows of epoch `epoch` (1-based): `lr_values` is the whole run's schedule, `losses` this epoch's steps."""
+    first = (epoch - 1) * len(losses)  # every epoch has the same number of steps
+    return [{"epoch": epoch, "step": first + j + 1, "lr": lr_values[first + j], "loss": loss}
+            for j, loss in enumerate(losses)]
+
+
 def fit(cfg: RunConfig, data: CIFAR10 | None = None, quiet: bool = False,
         on_epoch: Callable[[list[dict[str, Any]]], None] | None = None, run_id: str | None = None,
         on_steps: Callable[[list[dict[str, Any]]], None] | None = None) -> RunResult:
@@ -375,128 +375,3 @@ def fit(cfg: RunConfig, data: CIFAR10 | None = None, quiet: bool = False,
         diverged_at=diverged, diverged_reason=reason, late_graphs=late, epochs=epochs, model=run.model,
         preds=None if diverged or info.enabled or preds is None else preds.cpu().numpy().astype(np.uint8),
         env=run.env, info=info, data=run.data)
-
-
-def train(cfg: RunConfig, data: CIFAR10 | None = None, write: bool = True, quiet: bool = False,
-          on_epoch: Callable[[dict[str, Any]], None] | None = None, tensorboard: bool = False) -> RunResult:
-    """`fit`, then (when `write`, on rank 0) record it: the epoch and step logs as it goes (with `tensorboard`, an
-    event file too), then the row, then the report."""
-    run_id = new_run_id()
-    run_dir = Path(cfg.results_dir) / "runs" / run_id
-    steps = StepLog(run_dir, tensorboard) if write and env_is_main() else None
-
-    def log_epoch(epochs: list[dict[str, Any]]) -> None:
-        if steps:
-            write_log("epoch log", run_dir / "epochs.csv", len(epochs),
-                      lambda: write_csv(run_dir / "epochs.csv", EPOCH_COLUMNS, epochs))
-            steps.add_epoch(epochs[-1])
-            write_log("TensorBoard event file", steps.tensorboard, len(epochs), steps.flush)
-        if on_epoch:
-            on_epoch(epochs[-1])
-
-    def log_steps(rows: list[dict[str, Any]]) -> None:
-        epoch = rows[0]["epoch"]
-        write_log("step log", steps.path, epoch, lambda: steps.add_steps(rows))
-        write_log("TensorBoard event file", steps.tensorboard, epoch, steps.flush)
-    r = fit(cfg, data, quiet, log_epoch, run_id, log_steps if steps else None)
-    main = r.info.is_main
-    if write and main:
-        r.run_dir = run_dir
-        row = result_row(cfg, r, r.env, r.data, r.info)
-        try:
-            if not r.epochs:  # diverged in epoch 1: log_epoch never ran, and the summary names this file
-                write_csv(run_dir / "epochs.csv", EPOCH_COLUMNS, r.epochs)
-            append_row(Path(cfg.results_dir) / "runs.csv", row)
-        except OSError as e:  # a full disk: the result is printed and kept beside the run, runs.csv is unchanged
-            print(summary_line(cfg, r, r.env), flush=True)
-            kept = keep_unrecorded_row(run_dir, row)
-            raise ResultsError(f"the row could not be appended to {cfg.results_dir}/runs.csv ({e.strerror or e}); "
-                               f"runs.csv is unchanged; the result is the line above"
-                               + (f"; the row is kept in {kept} (its second line is the runs.csv line)"
-                                  if kept else "") + ": free space, then add it or run again") from None
-        if not quiet:
-            print(f"row appended to {cfg.results_dir}/runs.csv (run {run_id}); epoch log in {run_dir}/epochs.csv")
-            if tensorboard:
-                print(f"TensorBoard: tensorboard --logdir {run_dir}/tensorboard")
-        if r.preds is not None:  # after the row: a failing figure must not cost the evidence
-            try:
-                buf = io.BytesIO()
-                np.save(buf, r.preds)
-                atomic_write(run_dir / "test_predictions.npy", buf.getvalue())  # a cut save leaves no stub
-                write_report(run_dir, cfg, r.data.to("cpu"), r.preds, label=row["label"])
-            except Exception as e:
-                print(f"report not written ({type(e).__name__}: {e}); the row is recorded; "
-                      f"`make report RUN={run_id}` retries", flush=True)
-            except BaseException as e:  # Ctrl-C or SIGTERM while drawing: the CLI says the row is in, not lost
-                e.recorded_run = run_id
-                raise
-    if not quiet and main:
-        print(summary_line(cfg, r, r.env))
-    return r
-
-
-def write_log(what: str, path: Path, epoch: int, write: Callable[[], None]) -> None:
-    """`write()` a log beside the run; a full disk mid-run stops the run here, in one line, rather than let it
-    train unrecorded."""
-    try:
-        write()
-    except OSError as e:
-        raise ResultsError(f"the {what} {path} could not be written ({e.strerror or e}); the run stopped at epoch "
-                           f"{epoch} and wrote no row: free space or fix permissions, then run again") from None
-
-
-def keep_unrecorded_row(run_dir: Path, row: dict[str, Any]) -> Path | None:
-    """Best effort, once runs.csv could not take the row: the row as a one-row CSV in the run's folder (marks it
-    unrecorded). None when that cannot be written either (the disk is still full)."""
-    path = run_dir / "UNRECORDED-row.csv"
-    try:
-        write_csv(path, RUN_COLUMNS, [row])
-        return path
-    except OSError:
-        return None
-
-
-def result_row(cfg: RunConfig, r: RunResult, env: dict[str, Any], data: CIFAR10,
-               info: DistInfo = DistInfo()) -> dict[str, Any]:
-    """The CSV row of a finished run: environment (taken when it started), outcome, variant axes, full config."""
-    t = cfg.train
-    if info.enabled and env["device_type"] == "cuda":
-        env = {**env, "device_count": info.world}  # one GPU per rank
-    defined = variant_settings(cfg, env["device_type"])
-    return {
-        "run_id": r.run_id, "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **env, "world_size": info.world,
-        "preset": cfg.preset, "variant": cfg.variant, "profile": cfg.profile, "seed": t.seed,
-        "status": r.status, "epochs_run": r.epochs_run, "target_acc": t.target_acc,
-        "target_epoch": r.target_epoch, "time_to_target_s": r.time_to_target_s,
-        "train_time_s": r.train_time_s, "eval_time_s": r.eval_time_s, "warmup_s": r.warmup_s,
-        "wall_time_s": r.wall_time_s, "data_wait_s": r.data_wait_s, "final_test_acc": r.final_test_acc,
-        "best_test_acc": r.best_test_acc, "images_per_s": r.images_per_s,
-        "diverged_epoch": r.diverged_at[0] if r.diverged_at else None,
-        "diverged_step": r.diverged_at[1] if r.diverged_at else None, "diverged_reason": r.diverged_reason,
-        "pipeline": cfg.data.pipeline, "precision": t.precision, "channels_last": t.channels_last,
-        "compile": t.compile, "norm_kernel": cfg.model.norm_kernel,
-        "train_images": len(data.train_images), "test_images": len(data.test_images),
-        "data_fingerprint": data_fingerprint(data.source) if data.source else "",
-        "config_json": cfg.to_json(),
-        # what the label means, fixed now: the variant as defined today on this machine (its CPU's bf16 included)
-        "label": make_label(cfg.variant, defined, axis_settings(cfg)),
-        "variant_settings": json.dumps(defined, sort_keys=True) if defined else "",
-    }
-
-
-def summary_line(cfg: RunConfig, r: RunResult, env: dict[str, Any] | None = None) -> str:
-    head = f"[{cfg.preset}/{cfg.variant}/{cfg.profile}] "
-    note = commit_note(env.get("git_commit", "")) if env else ""
-    if note:
-        head += f"({note}) "
-    if r.status == "diverged":
-        return head + (f"diverged at epoch {r.diverged_at[0]}, step {r.diverged_at[1]} ({r.diverged_reason}): "
-                       f"no time to target")
-    if r.status == "reached":
-        return head + (f"reached {100 * cfg.train.target_acc:.1f}% test accuracy in {r.time_to_target_s:.1f} s "
-                       f"of training (epoch {r.target_epoch}); eval {r.eval_time_s:.1f} s, warm-up "
-                       f"{r.warmup_s:.1f} s, {r.images_per_s:,.0f} img/s")
-    return head + (f"did not reach {100 * cfg.train.target_acc:.1f}% in {r.epochs_run} epochs: best "
-                   f"{100 * r.best_test_acc:.2f}%, final {100 * r.final_test_acc:.2f}% after {r.train_time_s:.1f} s "
-                   f"of training; {r.images_per_s:,.0f} img/s")

@@ -6,9 +6,13 @@ different headings. Nothing here is asked again of today's machine when an old r
 """
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import platform
+import subprocess
+from pathlib import Path
+from typing import Any
 
 # CPU flags (as /proc/cpuinfo spells them) that change this benchmark's speed: oneDNN's bf16 convolutions run
 # natively only with AVX512-BF16 or AMX; without them bf16 measured ~13x slower than fp32 (docs/variants.md)
@@ -111,3 +115,47 @@ def facts_text(facts_json: str) -> str:
 def device_heading(device: str, facts_json: str) -> str:
     """The leaderboard heading of a row's machine, from the row alone."""
     return f"{device}: {facts_text(facts_json)}"
+
+
+def git_commit(root: Path | None = None) -> str:
+    """Short commit of the working tree, '-dirty' when tracked files other than results/ and Markdown differ from it
+    (rows and reports that runs append, and prose written while a run trains, do not change the code that ran). Without .git (a copy of the tree, as GPU machines
+    get): $BENCH_GIT_COMMIT as given by whoever made the copy, else 'unknown' (commit_note says so)."""
+    root = root or Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():  # else git would answer for whatever repository encloses the copy
+        return os.environ.get("BENCH_GIT_COMMIT", "").strip() or "unknown"
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                             text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results", ":(exclude)*.md"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return os.environ.get("BENCH_GIT_COMMIT", "").strip() or "unknown"
+
+
+def commit_note(commit: str) -> str:
+    """What a summary line adds when the code that ran cannot be named ('' when it can)."""
+    if commit != "unknown":
+        return ""
+    return "git commit unknown (no .git here): set BENCH_GIT_COMMIT=<the commit this copy came from>"
+
+
+def triton_version() -> str:
+    """From the package metadata, not `import triton`: Triton reads TRITON_INTERPRET once, at its first import,
+    and that must be the model's choice (interpreter on a CPU), not this stamp's."""
+    for dist in ("triton", "pytorch-triton"):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return ""
+
+
+def environment(device, devices_used: int = 1) -> dict[str, Any]:
+    """The stamp every CSV row carries: commit, machine (name and the facts that change speed), versions."""
+    import torch
+    return {"git_commit": git_commit(), "device": device_name(device), "device_type": device.type,
+            "device_count": torch.cuda.device_count() if device.type == "cuda" else 1,
+            "device_facts": json.dumps(device_facts(device, devices_used), sort_keys=True),
+            "torch_version": torch.__version__, "triton_version": triton_version()}

@@ -1,22 +1,18 @@
-"""The one results writer: atomic CSV appends, per-epoch logs, and the environment stamp of a row."""
+"""The one results writer: atomic CSV appends and rewrites, the columns of every CSV, and the checks on a results
+folder. (The environment stamp a row carries is taken by bench/core/machine.py.)"""
 from __future__ import annotations
 
 import csv
 import fcntl
 import glob
-import importlib.metadata
 import io
-import json
 import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
-import torch
 
-from .machine import device_facts, device_name
 
 ENV_COLUMNS = ("git_commit", "device", "device_type", "device_count", "device_facts", "torch_version",
                "triton_version")  # environment()
@@ -141,6 +137,17 @@ def _widen(text: str, width: int, missing: list[str]) -> str:
     return buf.getvalue()
 
 
+def keep_unrecorded_row(run_dir: Path, row: dict[str, Any]) -> Path | None:
+    """Best effort, once runs.csv could not take the row: the row as a one-row CSV in the run's folder (marks it
+    unrecorded). None when that cannot be written either (the disk is still full)."""
+    path = Path(run_dir) / "UNRECORDED-row.csv"
+    try:
+        write_csv(path, RUN_COLUMNS, [row])
+        return path
+    except OSError:
+        return None
+
+
 class ResultsError(ValueError):
     """The results folder or a CSV in it cannot take a row; the message names the path and the fix."""
 
@@ -190,46 +197,3 @@ def check_csv(path: str | Path, known: Iterable[str] = ()) -> None:
         raise ResultsError(f"{path} is not readable CSV ({e}); fix or move the file, then run again") from None
     except OSError as e:
         raise ResultsError(f"cannot read {path} ({e.strerror or e}); fix its permissions or move it") from None
-
-
-def git_commit(root: Path | None = None) -> str:
-    """Short commit of the working tree, '-dirty' when tracked files other than results/ and Markdown differ from it
-    (rows and reports that runs append, and prose written while a run trains, do not change the code that ran). Without .git (a copy of the tree, as GPU machines
-    get): $BENCH_GIT_COMMIT as given by whoever made the copy, else 'unknown' (commit_note says so)."""
-    root = root or Path(__file__).resolve().parent.parent
-    if not (root / ".git").exists():  # else git would answer for whatever repository encloses the copy
-        return os.environ.get("BENCH_GIT_COMMIT", "").strip() or "unknown"
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
-                             text=True, check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)results", ":(exclude)*.md"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return os.environ.get("BENCH_GIT_COMMIT", "").strip() or "unknown"
-
-
-def commit_note(commit: str) -> str:
-    """What a summary line adds when the code that ran cannot be named ('' when it can)."""
-    if commit != "unknown":
-        return ""
-    return "git commit unknown (no .git here): set BENCH_GIT_COMMIT=<the commit this copy came from>"
-
-
-def triton_version() -> str:
-    """From the package metadata, not `import triton`: Triton reads TRITON_INTERPRET once, at its first import,
-    and that must be the model's choice (interpreter on a CPU), not this stamp's."""
-    for dist in ("triton", "pytorch-triton"):
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return ""
-
-
-def environment(device: torch.device, devices_used: int = 1) -> dict[str, Any]:
-    """The stamp every CSV row carries: commit, machine (name and the facts that change speed), versions."""
-    return {"git_commit": git_commit(), "device": device_name(device), "device_type": device.type,
-            "device_count": torch.cuda.device_count() if device.type == "cuda" else 1,
-            "device_facts": json.dumps(device_facts(device, devices_used), sort_keys=True),
-            "torch_version": torch.__version__, "triton_version": triton_version()}

@@ -21,10 +21,11 @@ import torch
 
 from model.transforms import DTYPES
 
-from .config import ConfigError, build_config
-from .machine import default_device_type
-from .results import ENV_COLUMNS, append_row, environment
-from .timer import synchronize
+from bench.core.config import ConfigError
+from bench.core.machine import default_device_type, environment
+from bench.core.timer import synchronize
+from bench.core.variants import build_config
+from bench.records.results import ENV_COLUMNS, append_row
 
 PIPELINES = ("device", "dali", "dataloader")
 BATCH = 512  # the fast variant's training batch; batches are whole (drop_last), as training draws them

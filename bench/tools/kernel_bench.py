@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .results import ENV_COLUMNS, append_row, environment
+from bench.core.machine import environment
+from bench.records.results import ENV_COLUMNS, append_row
 
 SHAPES = [(512, 64, 32, 32), (512, 128, 16, 16), (512, 256, 8, 8), (512, 512, 4, 4)]  # BN inputs of CustomResNet
 STANDIN_ENV = "BENCH_CUDA_STANDIN"
