@@ -35,11 +35,11 @@ class Bug:
 
 
 CLOCK = "tests/test_clock.py::"
-KEYS = "tests/test_recipe_keys.py::"
+KEYS = "tests/test_recipes.py::"
 REACH = KEYS + "test_every_recipe_key_reaches_what_trains"
 FIT = KEYS + "test_fit_runs_each_recipes_epochs_evaluation_start_tta_and_ema_cadence"
 COUNT = "tests/test_counters.py::"
-VARIANT = "tests/test_variant_choice.py"
+VARIANT = "tests/test_variants.py"
 STATIC = "tests/test_kernel_static.py::"
 
 BUGS = [
@@ -151,10 +151,10 @@ BUGS = [
     Bug("alternating flip ignored by the device loader", "pipeline/loaders.py",
         "if spec.flip and spec.flip_alternate else None", "if False else None", (REACH,)),
     Bug("drop_last fixed", "pipeline/spec.py", "drop_last=cfg.data.drop_last", "drop_last=True", (REACH,)),
-    Bug("dropout dropped", "model/transforms.py",
+    Bug("dropout dropped", "model/build.py",
         "norm_act_factory(model_cfg.norm, model_cfg.norm_kernel, model_cfg.dropout)",
         "norm_act_factory(model_cfg.norm, model_cfg.norm_kernel)", (REACH,)),
-    Bug("logit_scale dropped", "model/transforms.py",
+    Bug("logit_scale dropped", "model/build.py",
         "CustomResNet(norm_act, logit_scale=model_cfg.logit_scale)", "CustomResNet(norm_act)", (REACH,)),
     # the tests that compared a function with itself
     Bug("fast8's TTA changed while train.tta is out of is_recipe_key", "bench/core/recipes.py",

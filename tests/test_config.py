@@ -50,7 +50,7 @@ def test_unknown_preset_variant_profile():
 
 @pytest.mark.parametrize("native, precision", [(True, "bf16"), (False, "fp32")])
 def test_variants_differ_where_they_should(monkeypatch, native, precision):
-    """The CPU's bf16 probe stood in both ways (tests/test_variant_choice.py covers each kind of machine)."""
+    """The CPU's bf16 probe stood in both ways (tests/test_variants.py covers each kind of machine)."""
     monkeypatch.setattr("bench.core.machine.cpu_has_native_bf16", lambda: native)
     monkeypatch.setattr("bench.core.variants.cpu_has_native_bf16", lambda: native, raising=False)
     eager = build_config("seed", "eager", "full", device_type="cpu")

@@ -60,7 +60,7 @@ def test_dropout_drops_its_share_in_training_mode():
     """model.dropout=0.3 as the training loop builds it: in train mode every Dropout zeroes about 30% of its
     (non-zero) inputs and scales the rest by 1 / 0.7; two forward passes differ. Eval mode is exact (above)."""
     from bench.core.variants import build_config
-    from model.transforms import build_model
+    from model.build import build_model
     cfg = build_config("seed", "eager", "full", {"model.dropout": "0.3"}, "cpu")
     model = build_model(cfg.model, torch.device("cpu"), channels_last=False).train()
     seen = []
@@ -81,7 +81,7 @@ def test_the_evaluation_model_of_a_whole_step_graph_run_compiles_as_default():
     """compile=graph is a step mode: train() compiles its evaluation model with the run's mode, and torch.compile
     has no mode "graph" (it raised `Unrecognized mode=graph` on the GPU). The model alone compiles as default."""
     import torch._dynamo
-    from model.transforms import compile_model
+    from model.build import compile_model
     torch._dynamo.reset()
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten()).eval()
     x = torch.randn(2, 3, 6, 6)

@@ -7,7 +7,7 @@ from bench.core.muon import FilterMuon, newton_schulz
 from bench.core.step import TrainStep, trainable
 from bench.core.variants import build_config
 from bench.run import train
-from model.transforms import build_model
+from model.build import build_model
 
 
 @pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon, the reference, came in torch 2.9")

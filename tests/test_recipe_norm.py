@@ -8,7 +8,7 @@ from bench.core.step import TrainStep, norm_biases, trainable
 from bench.core.train import init_model
 from bench.core.variants import build_config
 from bench.run import train
-from model.transforms import build_model
+from model.build import build_model
 
 LR, WD, MOMENTUM, SCALE = 0.1, 5e-4, 0.9, 64.0
 

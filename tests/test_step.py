@@ -7,7 +7,7 @@ import torch
 from bench.core.ema import WeightEMA
 from bench.core.step import PlainStep, TrainStep, one_cycle_lrs
 from bench.core.variants import build_config
-from model.transforms import build_model
+from model.build import build_model
 
 STEPS = 4
 

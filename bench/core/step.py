@@ -20,8 +20,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from model.init import NORM_LAYERS
-from model.transforms import autocast
+from model.initialise import NORM_LAYERS
+from model.build import autocast
 
 from bench.core.config import ConfigError, RunConfig
 from bench.core.ema import WeightEMA

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model.init import dirac_convs_, freeze_norm_scales_, whiten_conv_
-from model.transforms import DTYPES, autocast, build_model, compile_model
+from model.initialise import dirac_convs_, freeze_norm_scales_, whiten_conv_
+from model.build import DTYPES, autocast, build_model, compile_model
 from pipeline import CIFAR10, eval_batches, load_cifar10, loader_spec, make_loader
 from pipeline.augment import keep_layout
 

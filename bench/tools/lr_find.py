@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.transforms import autocast
+from model.build import autocast
 
 from bench.core.config import ConfigError
 from bench.records.results import ENV_COLUMNS
@@ -136,7 +136,7 @@ def run_finder(cfg, start_lr: float = 1e-7, end_lr: float = 10.0, num_iter: int 
     """The finder on the run's own pipeline and model (reference settings: Adam, wd 1e-4, 1e-7..10, 200 exp)."""
     from pipeline import load_cifar10, loader_spec, make_loader
 
-    from model.transforms import build_model
+    from model.build import build_model
     from bench.core.machine import environment
     from bench.records.results import append_row
     from bench.core.step import make_optimizer

@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from model.transforms import DTYPES
+from model.build import DTYPES
 
 from bench.core.config import ConfigError
 from bench.core.machine import default_device_type, environment

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch._dynamo.utils import counters
 
-from model.transforms import DTYPES, build_model
+from model.build import DTYPES, build_model
 
 from bench.core.config import COMPILE_MODES, TRAIN_IMAGES, ConfigError
 from bench.core.ema import WeightEMA

@@ -22,7 +22,7 @@ import torch
 from torch._dynamo.utils import counters
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from model.transforms import DTYPES, build_model
+from model.build import DTYPES, build_model
 
 from bench.core.ema import WeightEMA
 from bench.core.machine import default_device_type, environment

@@ -1,4 +1,5 @@
-"""Model transforms: build from config, move to the device and memory format, compile."""
+"""Building the model for a run: from its config onto the device in its memory format, compiled, and the autocast
+context of its precision."""
 from __future__ import annotations
 
 import torch

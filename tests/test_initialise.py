@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from bench.core.step import trainable
 from bench.core.train import init_model
 from bench.core.variants import build_config
-from model.init import dirac_conv_, patch_covariance, whiten_conv_
+from model.initialise import dirac_conv_, patch_covariance, whiten_conv_
 from model.resnet import CustomResNet
 
 
