@@ -312,9 +312,16 @@ def _profile(args, extra: list[str]) -> int:
     return profile_main(args.preset, args.variant, args.steps, args.warmup, overrides, results_dir)
 
 
+def run_device_type(preset: str, profile: str, overrides: dict[str, str]) -> str:
+    """cpu or cuda: the device type `train.device` will resolve to (auto: CUDA where there is one), which decides
+    what a variant sets; decided once here, so the configs checked are the configs that train."""
+    name = build_config(preset, None, profile, overrides).train.device
+    return default_device_type() if name == "auto" else name.split(":")[0]
+
+
 def _show_config(args, extra: list[str]) -> int:
-    device_type = default_device_type()
-    cfg = build_config(args.preset, args.variant, auto_profile(args.profile), parse_overrides(extra), device_type)
+    overrides, profile = parse_overrides(extra), auto_profile(args.profile)
+    cfg = build_config(args.preset, args.variant, profile, overrides, run_device_type(args.preset, profile, overrides))
     print(json.dumps(json.loads(cfg.to_json()), indent=2))  # one key per line: read by people, parsed as JSON
     return 0
 
@@ -323,7 +330,7 @@ def _training(args, extra: list[str]) -> int:
     """run, race, ladder and lr-find: configs, every check (or the dry run's verdict), then the command."""
     overrides = parse_overrides(extra)
     profile = auto_profile(args.profile)
-    device_type = default_device_type()
+    device_type = run_device_type(args.preset, profile, overrides)
     many = args.command in ("race", "ladder")
     variants = comma_list("--variants" if args.command == "race" else "--rungs", args.variants) if many \
         else [args.variant]
@@ -358,7 +365,7 @@ def _training(args, extra: list[str]) -> int:
         from bench.tools.lr_find import finder_overrides, run_finder
         overrides = {**overrides, **finder_overrides(run_finder(finder))}
         cfgs = [build_config(args.preset, v, profile, overrides, device_type) for v in variants]
-    return _start(args, cfgs, variants, profile, overrides)
+    return _start(args, cfgs, variants, profile, overrides, device_type)
 
 
 def repeated_run(args) -> bool:
@@ -376,13 +383,16 @@ def slow_precision_note(cfgs, device_type: str) -> str:
             "13x slower than fp32 here); --variant=fast trains it in fp32 channels-last")
 
 
-def _start(args, cfgs, variants: list[str], profile: str, overrides: dict[str, str]) -> int:
+def _start(args, cfgs, variants: list[str], profile: str, overrides: dict[str, str], device_type: str) -> int:
+    # after a smoke race: what the full race would take, from each variant's full-profile config
+    full = {c.variant: build_config(args.preset, v, "full", overrides, device_type) for c, v in zip(cfgs, variants)} \
+        if profile == "smoke" else None
     if args.command == "ladder":
         from bench.ladder import ladder
-        ladder(args.preset, variants, profile, args.runs, overrides, tensorboard=args.tensorboard)
+        ladder(cfgs, args.runs, tensorboard=args.tensorboard, full=full)
     elif args.command == "race" or repeated_run(args):
         from bench.race import race
-        race(args.preset, variants, profile, args.runs, overrides, tensorboard=args.tensorboard)
+        race(cfgs, args.runs, tensorboard=args.tensorboard, full=full)
     elif args.command == "lr-find":
         from bench.tools.lr_find import run_finder
         run_finder(cfgs[0], args.start_lr, args.end_lr, args.num_iter, args.mode)

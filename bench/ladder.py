@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.core.config import ConfigError
+from bench.core.config import ConfigError, RunConfig
 from bench.core.distributed import env_is_main
 from bench.core.train import RunResult
 from bench.core.variants import LADDER, NEEDS_CUDA
@@ -38,13 +38,14 @@ def runnable(rungs: list[str], device_type: str) -> tuple[list[str], list[str]]:
 def results_frame(results: dict[str, list[RunResult]]) -> pd.DataFrame:
     """The race's results as the leaderboard's rows (label, status, img/s, time to target)."""
     return pd.DataFrame([{"label": rung, "status": r.status, "images_per_s": r.images_per_s,
-                          "time_to_target_s": r.time_to_target_s} for rung, rs in results.items() for r in rs])
+                          "time_to_target_s": r.time_to_target_s} for rung, rs in results.items() for r in rs],
+                        columns=["label", "status", "images_per_s", "time_to_target_s"])
 
 
-def ladder(preset: str, rungs: list[str], profile: str, runs: int, overrides: dict[str, str],
-           tensorboard: bool = False) -> dict:
-    """Race the rungs (already filtered by `runnable`), then print the ladder table."""
-    results = race(preset, rungs, profile, runs, overrides, tensorboard=tensorboard)
+def ladder(cfgs: list[RunConfig], runs: int, tensorboard: bool = False,
+           full: dict[str, RunConfig] | None = None) -> dict:
+    """Race the rungs' configs (built from the rungs `runnable` kept), then print the ladder table."""
+    results = race(cfgs, runs, tensorboard=tensorboard, full=full)
     if env_is_main():
         print("\n".join(ladder_table(results_frame(results))) or "(one rung ran: no ladder to show)")
     return results

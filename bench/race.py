@@ -9,31 +9,30 @@ from pathlib import Path
 
 from pipeline import load_cifar10
 
-from bench.core.config import TRAIN_IMAGES
+from bench.core.config import TRAIN_IMAGES, RunConfig
 from bench.core.distributed import env_is_main
 from bench.core.machine import device_name
 from bench.core.train import RunResult, resolve_device
-from bench.core.variants import VARIANTS, build_config
 from bench.records.leaderboard import NoRuns, load
 from bench.records.stats import mean_cell, median_spread, share_cell, speedup, time_cells
 from bench.run import train
 
 
-def race(preset: str, variants: list[str | None], profile: str, runs: int,
-         overrides: dict[str, str], tensorboard: bool = False) -> dict[str, list[RunResult]]:
-    """Run every variant `runs` times (seeds seed..seed+runs-1, interleaved) and print the comparison. A variant
-    of None is the recipe as it is (`run --runs=N`); `tensorboard`: each run also writes an event file."""
-    probe = build_config(preset, None, profile, overrides)
-    device = resolve_device(probe.train.device)
+def race(cfgs: list[RunConfig], runs: int, tensorboard: bool = False,
+         full: dict[str, RunConfig] | None = None) -> dict[str, list[RunResult]]:
+    """Run every config `runs` times (seeds seed..seed+runs-1, interleaved) and print the comparison. The configs
+    are the ones the CLI built and checked (a variant of None is the recipe as it is: `run --runs=N`);
+    `tensorboard`: each run also writes an event file; `full`: each variant under the full profile, for the
+    estimate printed after a smoke race."""
+    first = cfgs[0]
+    device = resolve_device(first.train.device)
     main_rank = env_is_main()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     # loaded once, shared by every run; under torchrun each run moves it to its rank's device
-    data = load_cifar10(probe.data.data_dir or None, "cpu" if distributed else device)
-    cfgs = {v: build_config(preset, v, profile, overrides, device.type) for v in variants}
-    results: dict[str, list[RunResult]] = {cfgs[v].variant: [] for v in variants}
+    data = load_cifar10(first.data.data_dir or None, "cpu" if distributed else device)
+    results: dict[str, list[RunResult]] = {cfg.variant: [] for cfg in cfgs}
     for i in range(runs):
-        for v in variants:
-            cfg = cfgs[v]
+        for cfg in cfgs:
             cfg = replace(cfg, train=replace(cfg.train, seed=cfg.train.seed + i))
             if main_rank:
                 print(f"--- {cfg.variant} (run {i + 1}/{runs}, seed {cfg.train.seed}, pipeline {cfg.data.pipeline}, "
@@ -41,9 +40,9 @@ def race(preset: str, variants: list[str | None], profile: str, runs: int,
                       f"compile {cfg.train.compile}, norm {cfg.model.norm_kernel})", flush=True)
             results[cfg.variant].append(train(cfg, data, tensorboard=tensorboard))
     if main_rank:
-        print(race_table(results, cfgs[variants[0]].train.target_acc, device_name(device)))
-        if profile == "smoke":
-            print(full_race_estimate(preset, results, overrides, device.type, cfgs[variants[0]].results_dir))
+        print(race_table(results, first.train.target_acc, device_name(device)))
+        if full:
+            print(full_race_estimate(results, full, first.results_dir))
     return results
 
 
@@ -60,22 +59,22 @@ def gpu_times(results_dir: str, preset: str) -> list[str]:
             for (label, device), t in rows.groupby(["label", "device"], sort=True)["time_to_target_s"]]
 
 
-def full_race_estimate(preset: str, results: dict[str, list[RunResult]], overrides: dict[str, str],
-                       device_type: str, results_dir: str) -> str:
+def full_race_estimate(results: dict[str, list[RunResult]], full: dict[str, RunConfig], results_dir: str) -> str:
     """One line after a smoke race: what the full race would take here, from the img/s just measured (training
     only, over the recipe's whole schedule: an upper bound where the target comes earlier), and on the GPU rows
-    of this recipe in runs.csv."""
+    of this recipe in runs.csv. `full`: each variant's config under the full profile."""
     parts, total = [], 0.0
     for name, rs in results.items():
-        full = build_config(preset, name if name in VARIANTS else None, "full", overrides, device_type)
-        images = full.train.epochs * (full.data.train_subset or TRAIN_IMAGES)
+        cfg = full[name]
+        images = cfg.train.epochs * (cfg.data.train_subset or TRAIN_IMAGES)
         ips = statistics.median(r.images_per_s for r in rs)
         seconds = images / ips if ips > 0 else math.inf
         total += seconds
         parts.append(f"{name} {seconds / 3600:.1f} h at {ips:,.0f} img/s")
-    gpu = gpu_times(results_dir, preset)
-    return (f"estimate: the full race of the {preset} recipe would train about {total / 3600:.1f} h on this machine "
-            f"({'; '.join(parts)}; its {full.train.epochs} epochs, evaluation and compilation not counted); on a GPU: "
+    recipe = cfg.preset
+    gpu = gpu_times(results_dir, recipe)
+    return (f"estimate: the full race of the {recipe} recipe would train about {total / 3600:.1f} h on this machine "
+            f"({'; '.join(parts)}; its {cfg.train.epochs} epochs, evaluation and compilation not counted); on a GPU: "
             + ("; ".join(gpu) if gpu else "no GPU row of this recipe in runs.csv yet"))
 
 

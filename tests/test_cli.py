@@ -41,8 +41,8 @@ def trained(monkeypatch):
     import bench.ladder  # imported now, so that its `from .race import race` binds the real race, not this stub
     calls = []
     monkeypatch.setattr("bench.run.train", lambda cfg, *a, **k: calls.append(cfg))
-    monkeypatch.setattr("bench.race.race", lambda *a, **k: calls.append(a))
-    monkeypatch.setattr("bench.ladder.race", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr("bench.race.race", lambda *a, **k: calls.append(a) or {})
+    monkeypatch.setattr("bench.ladder.race", lambda *a, **k: calls.append(a) or {})
     monkeypatch.setattr("bench.tools.lr_find.run_finder", lambda cfg, *a, **k: calls.append(cfg))
     return calls
 
@@ -286,6 +286,19 @@ def rows(tmp_path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.parametrize("cmd", ["race", "ladder"])
+def test_the_configs_checked_are_the_configs_raced_for_the_device_asked(monkeypatch, trained, base, cmd):
+    """On a machine with CUDA, --device=cpu races the CPU form of each variant (no compile), as checked."""
+    monkeypatch.setattr("bench.cli.default_device_type", lambda: "cuda")
+    opt = "--variants=eager,fast" if cmd == "race" else "--rungs=eager,compile"
+    assert main([cmd, *[a for a in base if a != "--profile=full"], "--profile=smoke", "--device=cpu", opt]) == 0
+    (args,) = [a for a in trained if isinstance(a, tuple)]
+    cfgs = args[0]
+    assert [c.train.device for c in cfgs] == ["cpu", "cpu"]
+    compiled = (cfgs[1].train.compile, cfgs[1].train.warmup_steps)
+    assert compiled == (("off", 0) if cmd == "race" else ("default", 3))  # fast's CPU form; the compile rung
+
+
 def test_ladder_names_its_skipped_rungs_after_the_verdict(capsys, trained, base):
     assert main(["ladder", *base, "--rungs=eager,triton", "--dry-run"]) == 0 and trained == []
     lines = capsys.readouterr().out.splitlines()
@@ -375,13 +388,14 @@ def test_a_compile_without_a_cpp_compiler_is_refused(capsys, trained, base, monk
 
 
 def test_the_cpp_compiler_probe_sees_a_missing_compiler(monkeypatch):
+    from torch._inductor.cpp_builder import cpp_compiler_search  # Inductor's own cache of the search's answer
     from bench.preflight import cpp_compiler_problem
-    cpp_compiler_problem.cache_clear()
+    cpp_compiler_problem.cache_clear(), cpp_compiler_search.cache_clear()
     monkeypatch.setenv("PATH", "/nonexistent")
     try:
         assert "none found" in cpp_compiler_problem()
     finally:
-        cpp_compiler_problem.cache_clear()
+        cpp_compiler_problem.cache_clear(), cpp_compiler_search.cache_clear()
 
 
 def test_home_folders_are_expanded_and_an_empty_results_dir_refused(capsys, trained, base, tmp_path, monkeypatch,

@@ -27,9 +27,23 @@ class Terminal(io.StringIO):
         return True
 
 
-def test_silent_on_a_terminal_where_the_bar_is_drawn():
+def test_on_a_terminal_one_line_redrawn_in_place_then_cleared():
     clock, out = FakeClock(), Terminal()
-    p = Progress(10, "epoch 1/1", every_s=1, stream=out, clock=clock)
+    p = Progress(10, "epoch 1/1", every_s=60, stream=out, clock=clock, redraw_s=0.5)
+    for step, t in ((1, 0.2), (2, 0.5), (3, 0.6), (10, 1.5)):
+        clock.now = 100.0 + t
+        p.update(step)
+    drawn = out.getvalue()
+    assert "\n" not in drawn and drawn.split("\r")[1:] == ["epoch 1/1: step 2/10 (20%), 0 s",
+                                                          "epoch 1/1: step 10/10 (100%), 2 s"]
+    p.close()
+    assert out.getvalue().endswith("\r" + " " * len("epoch 1/1: step 10/10 (100%), 2 s") + "\r")
+
+
+def test_a_quiet_run_shows_nothing():
+    clock, out = FakeClock(), Terminal()
+    p = Progress(10, "epoch 1/1", stream=out, clock=clock, enabled=False)
     clock.now += 100
     p.update(5)
-    assert not p.enabled and out.getvalue() == ""
+    p.close()
+    assert out.getvalue() == ""

@@ -1,5 +1,6 @@
 """The race's closing lines: the table, and after a smoke race the estimate of the full race here and on a GPU."""
 from bench.core.train import RunResult
+from bench.core.variants import build_config
 from bench.race import full_race_estimate
 from tests.test_leaderboard import add_run
 
@@ -15,13 +16,14 @@ def test_estimate_scales_the_measured_img_per_s_to_the_full_schedule_and_names_t
         add_run(tmp_path, f"g{i}", "NVIDIA H200", "fast", [0.95], t)
     add_run(tmp_path, "other", "NVIDIA H200", "fast", [0.95], 3.0, preset="fast4")  # another recipe
     add_run(tmp_path, "lie", "NVIDIA H200", "fast", [0.95], 1.0, tamper={"time_to_target_s": 0.5})  # refused
-    line = full_race_estimate("seed", {"eager": [result(50.0)], "fast": [result(100.0), result(200.0)]}, {}, "cpu",
-                              str(tmp_path))
+    full = {v: build_config("seed", v, "full", {}, "cpu") for v in ("eager", "fast")}
+    line = full_race_estimate({"eager": [result(50.0)], "fast": [result(100.0), result(200.0)]}, full, str(tmp_path))
     # seed: 24 epochs x 50,000 images = 1.2M images; eager at 50 img/s: 6.7 h; fast at the median 150 img/s: 2.2 h
     assert "about 8.9 h" in line and "eager 6.7 h at 50 img/s" in line and "fast 2.2 h at 150 img/s" in line
     assert "fast 16.0 s on NVIDIA H200 (3 runs)" in line and "3.0" not in line
 
 
 def test_estimate_says_when_no_gpu_row_exists(tmp_path):
-    line = full_race_estimate("fast4", {"fast": [result(40.0)]}, {}, "cpu", str(tmp_path))
+    line = full_race_estimate({"fast": [result(40.0)]}, {"fast": build_config("fast4", "fast", "full", {}, "cpu")},
+                              str(tmp_path))
     assert line.endswith("on a GPU: no GPU row of this recipe in runs.csv yet") and "fast 1.4 h at 40 img/s" in line

@@ -291,13 +291,11 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, str]) -> RunConfig:
 
 def from_dict(d: dict[str, Any]) -> RunConfig:
     """Rebuild a RunConfig from `to_dict()` output (e.g. the config_json column of a results row)."""
-    sections = {f.name: f.type for f in fields(RunConfig)}
+    defaults = RunConfig()
     kwargs = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            cls = {"data": DataConfig, "aug": AugConfig, "model": ModelConfig, "init": InitConfig,
-                   "optim": OptimConfig, "train": TrainConfig}[key]
-            kwargs[key] = cls(**value)
-        elif key in sections:
-            kwargs[key] = value
+    for f in fields(RunConfig):
+        if f.name not in d:
+            continue
+        section = getattr(defaults, f.name)  # a section's class is its default's: no second list of them
+        kwargs[f.name] = type(section)(**d[f.name]) if dataclasses.is_dataclass(section) else d[f.name]
     return RunConfig(**kwargs)

@@ -24,7 +24,6 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from model.initialise import dirac_convs_, freeze_norm_scales_, whiten_conv_
 from model.build import DTYPES, autocast, build_model, compile_model
@@ -269,9 +268,7 @@ def run_epoch(run: Run, epoch: int, steps_only: bool = False) -> EpochOutcome | 
     run.model.train()
     step.new_epoch()
     lr = step.lr_values[(epoch - 1) * len(run.loader)]
-    bar = tqdm(total=len(run.loader), desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False,
-               disable=run.quiet or None)
-    progress = Progress(len(run.loader), f"epoch {epoch}/{cfg.train.epochs}", enabled=False if run.quiet else None)
+    progress = Progress(len(run.loader), f"epoch {epoch}/{cfg.train.epochs}", enabled=not run.quiet)
     barrier(info)
     timer = Timer(run.device)
     timer.start()
@@ -283,11 +280,10 @@ def run_epoch(run: Run, epoch: int, steps_only: bool = False) -> EpochOutcome | 
         x, y = next(it)
         run.data_wait_s += time.perf_counter() - t_fetch
         step.step(x, y)
-        bar.update(1)
         progress.update(j + 1)
     barrier(info)
     seconds = timer.stop()
-    bar.close()
+    progress.close()
     if steps_only:
         return None
     # the epoch's one host read: every step's loss (summed over ranks: a NaN on any rank shows on all)
