@@ -2,7 +2,8 @@
 
 Any `--key=value` that is not an option of the command is a config override (`--train.epochs=5`, or a
 bare leaf name such as `--epochs=5` when it is unambiguous); an unknown key is an error. Options are not
-abbreviated (`--lr=1` is an unknown key, not `--lr-from-finder`), and each is spelled with dashes or underscores.
+abbreviated (`--lr=1` is an unknown key, not `--lr-from-finder`). Options are spelled with dashes and config keys with
+underscores; the other spelling is read too, with a note naming the one to write.
 """
 from __future__ import annotations
 
@@ -140,10 +141,29 @@ def main(argv: list[str] | None = None) -> int:
         shutdown()  # leave a torchrun process group cleanly
 
 
+OTHER_SPELLING: dict[str, str] = {}  # `--a_b` -> `--a-b` for every option _option declares
+
+
 def _option(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
-    """`--a-b` and `--a_b` both (overrides are written with underscores, options with dashes)."""
+    """`--a-b`, its one spelling, and `--a_b` read as it with a note (config keys are written with underscores)."""
     under = "--" + name[2:].replace("-", "_")
+    if under != name:
+        OTHER_SPELLING[under] = name
     parser.add_argument(*dict.fromkeys((name, under)), **kwargs)
+
+
+def spelling_notes(argv: list[str], extra: list[str]) -> list[str]:
+    """One note per flag written in its other spelling: options take dashes (`--results-dir`), config keys
+    underscores (`--batch_size`); both spellings are read, and the note names the one to write."""
+    notes = []
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        if arg in extra:
+            if flag.startswith("--") and "-" in flag[2:]:
+                notes.append(f"note: {flag} is written --{flag[2:].replace('-', '_')} (a config key); read as that")
+        elif flag in OTHER_SPELLING:
+            notes.append(f"note: {flag} is written {OTHER_SPELLING[flag]}; read as that")
+    return list(dict.fromkeys(notes))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -334,7 +354,7 @@ def _training(args, extra: list[str]) -> int:
     many = args.command in ("race", "ladder")
     variants = comma_list("--variants" if args.command == "race" else "--rungs", args.variants) if many \
         else [args.variant]
-    notes = []  # said once every check has passed
+    notes = list(args.spelling)  # said once every check has passed
     if args.command == "ladder":
         from bench.ladder import runnable
         variants, notes = runnable(variants, device_type)  # rungs that need CUDA skipped on a CPU, one line each
@@ -402,12 +422,18 @@ def _start(args, cfgs, variants: list[str], profile: str, overrides: dict[str, s
     return 0
 
 
+TRAINING = ("run", "race", "ladder", "lr-find")  # they say spelling notes with their others, before training
 COMMANDS = {"pipeline-bench": _pipeline_bench, "step-bench": _step_bench, "report": _report,
             "choose-fast": _choose_fast, "kernel-static": _kernel_static, "kernel-bench": _kernel_bench,
             "leaderboard": _leaderboard, "profile": _profile, "show-config": _show_config,
-            "run": _training, "race": _training, "ladder": _training, "lr-find": _training}
+            **{name: _training for name in TRAINING}}
 
 
 def _main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args, extra = _parser().parse_known_args(argv)
-    return COMMANDS[args.command](args, extra)
+    args.spelling = spelling_notes(argv, extra)  # said once the command is accepted, never before a refusal
+    rc = COMMANDS[args.command](args, extra)
+    if rc == 0 and args.spelling and args.command not in TRAINING + ("show-config",):  # its output is JSON
+        print("\n".join(args.spelling))
+    return rc

@@ -299,6 +299,23 @@ def test_the_configs_checked_are_the_configs_raced_for_the_device_asked(monkeypa
     assert compiled == (("off", 0) if cmd == "race" else ("default", 3))  # fast's CPU form; the compile rung
 
 
+def test_each_flag_has_one_spelling_and_the_other_is_read_with_a_note(capsys, trained, base, tmp_path):
+    """Options take dashes, config keys underscores; the other spelling is read, and a note after the verdict (never
+    before a refusal) names the one to write."""
+    argv = [a.replace("--train_subset", "--train-subset") for a in base]
+    assert main(["run", *argv, "--variant=eager", "--dry-run"]) == 0 and trained == []
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("checks passed") and lines[1:] == [
+        "note: --train-subset is written --train_subset (a config key); read as that"]
+    from tests.test_leaderboard import add_run
+    add_run(tmp_path / "board", "r1", "GPU-A", "fast", [0.95], 2.0)
+    assert main(["leaderboard", f"--results_dir={tmp_path / 'board'}"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "note: --results_dir is written --results-dir; read as that"
+    refused(capsys, ["run", *argv, "--epochs=0"], "train.epochs=0")  # a refusal stays the only line
+    assert main(["run", *base, "--variant=eager", "--dry-run"]) == 0
+    assert "note" not in capsys.readouterr().out  # each flag in its one spelling: no note
+
+
 def test_ladder_names_its_skipped_rungs_after_the_verdict(capsys, trained, base):
     assert main(["ladder", *base, "--rungs=eager,triton", "--dry-run"]) == 0 and trained == []
     lines = capsys.readouterr().out.splitlines()
