@@ -21,7 +21,7 @@ from pipeline.cifar10 import DataError
 from pipeline.dali import DaliUnavailable
 
 from bench.config_help import keys_epilog
-from bench.core.config import TRAIN_IMAGES, ConfigError, resolve_key
+from bench.core.config import TRAIN_IMAGES, ConfigError, RunConfig, resolve_key
 from bench.core.distributed import env_is_main, shutdown
 from bench.core.machine import cpu_has_native_bf16, default_device_type
 from bench.core.recipes import RECIPES
@@ -357,7 +357,8 @@ def _training(args, extra: list[str]) -> int:
     notes = list(args.spelling)  # said once every check has passed
     if args.command == "ladder":
         from bench.ladder import runnable
-        variants, notes = runnable(variants, device_type)  # rungs that need CUDA skipped on a CPU, one line each
+        variants, skipped = runnable(variants, device_type)  # rungs that need CUDA skipped on a CPU, one line each
+        notes += skipped
     cfgs = [build_config(args.preset, v, profile, overrides, device_type) for v in variants]
     if (many or repeated_run(args)) and not 1 <= args.runs <= MAX_RUNS:
         raise ConfigError(f"{args.command} needs --runs in [1, {MAX_RUNS}] (got {args.runs})")
@@ -404,15 +405,17 @@ def slow_precision_note(cfgs, device_type: str) -> str:
 
 
 def _start(args, cfgs, variants: list[str], profile: str, overrides: dict[str, str], device_type: str) -> int:
-    # after a smoke race: what the full race would take, from each variant's full-profile config
-    full = {c.variant: build_config(args.preset, v, "full", overrides, device_type) for c, v in zip(cfgs, variants)} \
-        if profile == "smoke" else None
+    def full() -> dict[str, RunConfig] | None:
+        """After a smoke race: each variant's full-profile config, for the estimate of the full race."""
+        if profile != "smoke":
+            return None
+        return {c.variant: build_config(args.preset, v, "full", overrides, device_type) for c, v in zip(cfgs, variants)}
     if args.command == "ladder":
         from bench.ladder import ladder
-        ladder(cfgs, args.runs, tensorboard=args.tensorboard, full=full)
+        ladder(cfgs, args.runs, tensorboard=args.tensorboard, full=full())
     elif args.command == "race" or repeated_run(args):
         from bench.race import race
-        race(cfgs, args.runs, tensorboard=args.tensorboard, full=full)
+        race(cfgs, args.runs, tensorboard=args.tensorboard, full=full())
     elif args.command == "lr-find":
         from bench.tools.lr_find import run_finder
         run_finder(cfgs[0], args.start_lr, args.end_lr, args.num_iter, args.mode)

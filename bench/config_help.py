@@ -1,5 +1,5 @@
 """`--help` text for every config key, generated from the config tree: each field's default and the comment on its
-line in bench/config.py, so a new key is documented where it is declared (tests/test_config_help.py fails on a
+line in bench/core/config.py, so a new key is documented where it is declared (tests/test_config_help.py fails on a
 field without one)."""
 from __future__ import annotations
 

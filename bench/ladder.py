@@ -1,7 +1,7 @@
 """`python -m bench ladder` (`make bench LADDER=1`): the variant ladder, one change per rung, through the one loop.
 
 eager (the reference) -> +device pipeline -> +bf16 -> +channels-last -> +compile -> +CUDA graphs (compile mode
-reduce-overhead) -> +Triton BN+ReLU, as LADDER_STEPS in bench/config.py defines them. Each rung is a named
+reduce-overhead) -> +Triton BN+ReLU, as LADDER_STEPS in bench/core/variants.py defines them. Each rung is a named
 variant raced like any other (same data, same seeds), so its row lands in runs.csv; the table printed here
 and the leaderboard's show img/s and time to target per rung and what each step gained (a DAWNBench-style
 ablation). On a CPU the rungs that need CUDA are skipped, each with one line saying why.

@@ -23,7 +23,7 @@ def compile_model(model: nn.Module, mode: str) -> nn.Module:
     """torch.compile as a transform ('off' returns the model itself); the graph must be whole (fullgraph), and
     static: each input shape its own graph, compiled in the warm-up (a dynamic graph would replace the static ones
     once a second size is seen, and run slower). 'graph' is a training-step mode (the whole step captured as one
-    CUDA graph, bench/step.py); a model alone, as the evaluation's, compiles as 'default' under it."""
+    CUDA graph, bench/core/step.py); a model alone, as the evaluation's, compiles as 'default' under it."""
     if mode == "off":
         return model
     return torch.compile(model, mode=None if mode in ("default", "graph") else mode, fullgraph=True, dynamic=False)

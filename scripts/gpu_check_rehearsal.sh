@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check rehearsed end to end on a CPU: both phases of scripts/gpu_check.sh with the CUDA probe stood in
-# (GPU_CHECK_CUDA_STANDIN=1: CUDA-only step modes run through their CPU stand-ins, bench/step.py) and every step at
+# (GPU_CHECK_CUDA_STANDIN=1: CUDA-only step modes run through their CPU stand-ins, bench/core/step.py) and every step at
 # tiny sizes, then scripts/gpu_check_verify.py: every step ran its real command and wrote its output, each tarball
 # is under 12 MiB, and scripts/import_runs.py brings all of it back. Exit 0 only if all of that holds.
 # Figures written here are this CPU's at toy sizes (the rows say so): a rehearsal measures nothing about a GPU.

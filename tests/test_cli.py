@@ -307,6 +307,10 @@ def test_each_flag_has_one_spelling_and_the_other_is_read_with_a_note(capsys, tr
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("checks passed") and lines[1:] == [
         "note: --train-subset is written --train_subset (a config key); read as that"]
+    assert main(["ladder", *argv, "--rungs=eager,triton", "--dry-run"]) == 0  # beside the ladder's own notes
+    lines = capsys.readouterr().out.splitlines()
+    assert "note: --train-subset is written --train_subset (a config key); read as that" in lines
+    assert any(line.startswith("ladder: triton skipped") for line in lines)
     from tests.test_leaderboard import add_run
     add_run(tmp_path / "board", "r1", "GPU-A", "fast", [0.95], 2.0)
     assert main(["leaderboard", f"--results_dir={tmp_path / 'board'}"]) == 0

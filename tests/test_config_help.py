@@ -8,7 +8,7 @@ from bench.core.config import TrainConfig
 
 def test_every_config_field_has_help_text():
     undocumented = [key for key, _, doc in config_keys() if not doc]
-    assert undocumented == [], f"add a comment on the field's line in bench/config.py: {undocumented}"
+    assert undocumented == [], f"add a comment on the field's line in bench/core/config.py: {undocumented}"
 
 
 def test_field_comments_are_read_from_the_line_that_declares_the_field():

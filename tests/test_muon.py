@@ -1,4 +1,4 @@
-"""Muon on the conv filters (bench/muon.py): against torch.optim.Muon step by step, and through the loop training
+"""Muon on the conv filters (bench/core/muon.py): against torch.optim.Muon step by step, and through the loop training
 uses (which parameters it takes, and the filters it leaves at norm sqrt(out))."""
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""The device-resident step (bench/step.py) against the previous one, and no host reads inside an epoch."""
+"""The device-resident step (bench/core/step.py) against the previous one, and no host reads inside an epoch."""
 import contextlib
 
 import pytest

@@ -111,7 +111,7 @@ class OptimConfig:
     ema_every: int = 5  # the average is updated every k steps with decay**k (Page, hlb-CIFAR10, airbench)
     norm_scale_frozen: bool = False  # norm layers' scales fixed at 1 and not trained (Page's ResNet-9, airbench)
     norm_bias_lr_scale: float = 1.0  # norm layers' biases: LR x this, weight decay / this (Page, airbench: 64)
-    muon_lr: float = 0.0  # >0: conv filters trained by Muon (bench/muon.py), peak LR this, one-cycle shape (0: off)
+    muon_lr: float = 0.0  # >0: conv filters trained by Muon (core/muon.py), peak LR this, one-cycle shape (0: off)
     muon_momentum: float = 0.6  # Muon's Nesterov momentum (airbench: 0.6)
     muon_ns_steps: int = 3  # Newton-Schulz iterations per Muon update (airbench: 3; torch's default: 5)
 
@@ -137,7 +137,7 @@ class OptimConfig:
 
 TTA_MODES = ("none", "flip", "flip_translate")  # test-time augmentation, cheapest first; each adds views
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "graph")
-# graph: torch.compile (default mode) inside one CUDA graph of the whole step (bench/step.py StepGraph); CUDA only
+# graph: torch.compile (default mode) inside one CUDA graph of the whole step (bench/core/step.py StepGraph); CUDA only
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ def fast5_recipe() -> RunConfig:
 
 
 def fast4_recipe() -> RunConfig:
-    """fast5 over a 4-epoch one-cycle, plus: the trainable conv filters trained by Muon (bench/muon.py; peak LR 0.12,
+    """fast5 over a 4-epoch one-cycle, plus: the trainable conv filters trained by Muon (core/muon.py; peak LR 0.12,
     airbench's momentum 0.6 and 3 Newton-Schulz steps), the rest by fast5's SGD; BatchNorm biases at 64x the LR (and
     weight decay / 64), as in Page's ResNet-9 and airbench; flip-only test-time augmentation (a third of
     flip_translate's evaluation); no evaluation after epoch 1, which cannot reach the target. BatchNorm scales train:

@@ -61,7 +61,7 @@ def param_groups(model: torch.nn.Module, cfg: RunConfig) -> list[dict]:
 
 def make_muon(model: torch.nn.Module, cfg: RunConfig, lr: float | torch.Tensor) -> FilterMuon | None:
     """Muon over the conv filters (`optim.muon_lr` > 0; its group's `lr_scale` = muon_lr / lr_max), else None. Its
-    Newton-Schulz runs in bf16 when the step does (bf16, fp16), else in the filters' dtype (bench/muon.py: why)."""
+    Newton-Schulz runs in bf16 when the step does (bf16, fp16), else in the filters' dtype (bench/core/muon.py: why)."""
     filters, o = muon_filters(model, cfg), cfg.optim
     if not filters:
         return None

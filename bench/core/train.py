@@ -310,7 +310,7 @@ def fit(cfg: RunConfig, data: CIFAR10 | None = None, quiet: bool = False,
 
     Under torchrun (WORLD_SIZE > 1) every rank runs this same loop on its shard with the global batch split
     evenly; rank 0 alone prints. `on_epoch(epochs)` gets the epoch log after every evaluated epoch;
-    `on_steps(rows)` each epoch's steps (bench/steplog.py), a diverged epoch's included.
+    `on_steps(rows)` each epoch's steps (bench/records/steplog.py), a diverged epoch's included.
     """
     wall0 = time.perf_counter()
     run = setup_run(cfg, data, quiet)

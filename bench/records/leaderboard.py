@@ -8,8 +8,9 @@ listed apart, never ranked; run folders without a row (killed runs) are listed a
 
 Runs are compared only with runs of the same event (machine, recipe, profile, target, data sizes) and pooled
 only under the same label, the one the run wrote into its row (`fast`, `fast+triton` for a setting overridden).
-Nothing here asks today's code or today's machine what an old row meant: a machine is named by its row's name and
-facts (bench/machine.py), a variant by its row's label (bench/records.py). Each recipe and label is read as a
+Nothing here asks today's machine what an old row meant, and today's code only for a renamed recipe's new name
+(core/recipes.py): a machine is named by its row's name and facts (core/machine.py), a variant by its row's label
+(records/labels.py). Each recipe and label is read as a
 distribution: the share of runs that reached the target with its 95% interval, time to target as median, range and
 olympic mean, accuracy per epoch as mean ± 95% interval.
 """
@@ -74,7 +75,7 @@ def _train_setting(row, key: str, default):
 
 
 def _uses_tta(row) -> bool:
-    """Test-time augmentation puts the deciding evaluation on the clock (bench/train.py)."""
+    """Test-time augmentation puts the deciding evaluation on the clock (bench/core/train.py)."""
     return _train_setting(row, "tta", "none") != "none"
 
 

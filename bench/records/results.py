@@ -22,7 +22,7 @@ RUN_COLUMNS = (
     "wall_time_s", "data_wait_s", "final_test_acc", "best_test_acc", "images_per_s",
     "diverged_epoch", "diverged_step", "diverged_reason", "pipeline", "precision", "channels_last", "compile",
     "norm_kernel", "train_images", "test_images", "data_fingerprint", "config_json",
-    "label", "variant_settings",  # the variant's name as read then, and the settings it stood for (bench/records.py)
+    "label", "variant_settings",  # the variant's name as read then, and the settings it stood for (records/labels.py)
 )
 EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_time_s",
                  "train_time_s", "eval_time_s",

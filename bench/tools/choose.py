@@ -1,6 +1,6 @@
 """`python -m bench choose-fast`: measure the training throughput of each execution setting on this device.
 
-`fast` is a per-device-type table in bench/config.py; this command is the measurement behind it. Each
+`fast` is a per-device-type table in bench/core/variants.py; this command is the measurement behind it. Each
 candidate trains a few steps of the seed recipe through the one training loop (warm-up excluded) and
 the rows go to results/variants.csv, so the choice can be re-checked on any machine.
 """
