@@ -82,8 +82,10 @@ WARMUP_IMAGES=${GPU_CHECK_WARMUP_IMAGES:-1024}  # compile=graph run on random im
 WARMUP_TEST=${GPU_CHECK_WARMUP_TEST:-10000}
 read -r -a TRAIN_ARGS <<< "${GPU_CHECK_TRAIN_ARGS:-}"  # extra overrides for the races and the ladder
 read -r -a PIPE_ARGS <<< "${GPU_CHECK_PIPELINE_ARGS:---time-cap-s=8 --rounds=2}"
-KILL_GRACE=15  # timeout -k: SIGKILL this long after SIGINT, so a step that ignores SIGINT still ends
-RESERVE=10     # kept for the summary and the tarball
+# timeout -k: SIGKILL this long after SIGINT, so a step that ignores SIGINT still ends. The tests shrink it, so that
+# a kill costs them seconds, not a minute
+KILL_GRACE=${GPU_CHECK_KILL_GRACE_S:-15}
+RESERVE=10  # kept for the summary and the tarball
 MAX_TAR=${GPU_CHECK_MAX_TAR_BYTES:-12582912}  # 12 MiB: a call brings back files of up to 16 MiB
 
 note() { echo "gpu-check: $*" | tee -a "$W/notes.txt"; }

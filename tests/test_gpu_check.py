@@ -33,7 +33,8 @@ def test_kernel_bench_without_cuda_writes_nothing(tmp_path, capsys, monkeypatch)
 
 
 # Stands in for python: logs its arguments; the bench commands write a row where the real ones would. FAKE_SLOW names
-# a step that writes its row, then sleeps (a step its limit cuts); FAKE_STUBBORN one that ignores SIGINT too.
+# a command (its third argument) that writes its row, then sleeps (a step its limit cuts); FAKE_STUBBORN one that
+# ignores SIGINT too.
 FAKE_PYTHON = r"""#!/usr/bin/env bash
 echo "$* commit=$BENCH_GIT_COMMIT" >> "$FAKE_LOG"
 if [ "$1" = - ]; then cat > /dev/null; echo "torch 9 FakeGPU cudnn 1"; echo "albumentations: ${FAKE_ALBU:-installed}"; exit 0; fi
@@ -45,11 +46,13 @@ case "$kind" in
               echo "W1203 x.py:1] [0/0] [__cudagraphs] skipping cudagraphs due to mutated inputs (1 instances)";;
   profile) mkdir -p "$dir/profiles/p-$RANDOM"; echo "| step | host ms |";;
   race) mkdir -p "$dir/runs/r1"; printf 'run_id,preset,variant\nr1,fast,fast\n' > "$dir/runs.csv";;
+  pipeline-bench) printf 'pipeline,images\ndevice,1\n' > "$dir/pipeline.csv";;
   tests) echo "tests/test_bn_relu.py::test_x[cuda] PASSED"; echo "=== 1 passed in 1.0s ===";;
 esac
 echo "ran: $*"
 if [ "$kind" = "${FAKE_SLOW:-}" ]; then
-  trap 'echo "signal INT" >> "$FAKE_LOG"; exit 130' INT; trap 'echo "signal TERM" >> "$FAKE_LOG"; exit 143' TERM
+  # the sleep is killed too: it holds the step's output pipe open, so tee (and the step) would wait it out
+  trap 'echo "signal INT" >> "$FAKE_LOG"; kill $!; exit 130' INT; trap 'echo "signal TERM" >> "$FAKE_LOG"; kill $!; exit 143' TERM
   sleep 60 & wait
 fi
 if [ "$kind" = "${FAKE_STUBBORN:-}" ]; then trap "" INT; sleep 60; fi
@@ -96,25 +99,28 @@ def test_nodata_phase_runs_its_steps_by_value_tars_one_file_and_prints_the_summa
 
 
 def test_a_step_cut_by_its_limit_keeps_its_rows_and_what_no_longer_fits_is_cut_in_one_line(tmp_path):
-    """A 70 s phase: 60 s after the 10 s kept for the tarball, the step bench gets them less the 15 s SIGKILL grace
-    (45 s), writes its row and is stopped by SIGINT; nothing after it fits."""
-    proc, calls, out = fake_check(tmp_path, "nodata", FAKE_SLOW="step-bench", GPU_CHECK_BUDGET_S="70")
+    """A 32 s data phase, 10 s of it kept for the tarball, 2 s of SIGKILL grace: the races and the ladder need more
+    than twice the 20 s in hand and are cut; the pipeline bench (about 35 s) starts, writes its row and is stopped by
+    SIGINT at its 12 s limit; the seeds step (about 20 s) is cut, under half of its need being left."""
+    proc, calls, out = fake_check(tmp_path, "data", FAKE_SLOW="pipeline-bench", GPU_CHECK_BUDGET_S="32",
+                                  GPU_CHECK_LIMIT_S="12", GPU_CHECK_KILL_GRACE_S="2")
     assert proc.returncode == 0, proc.stderr
     assert "signal INT" in calls  # Python and pytest unwind on SIGINT and say what finished
-    files = untar(out, "nodata")
-    steps = files["gpu-check-nodata/steps.txt"].decode().splitlines()
-    assert "rc=124" in steps[0] and "stopped by its limit (SIGINT)" in steps[0]
-    assert files["gpu-check-nodata/results/step.csv"].decode().splitlines()[1] == "new,graph"
-    assert [s.split(" ")[0] for s in steps[1:]] == ["tests", "kernels", "profile-default", "profile-reduce-overhead",
-                                                    "profile-graph", "graph-run"]
-    assert all(" cut: " in s and "of the phase's budget, it needs about" in s for s in steps[1:])
+    files = untar(out, "data")
+    steps = files["gpu-check-data/steps.txt"].decode().splitlines()
+    assert [s.split(" ")[0] for s in steps] == ["race-fast", "race-seed", "ladder", "pipeline", "seeds"]
+    assert "rc=124" in steps[3] and "stopped by its limit (SIGINT)" in steps[3]
+    assert files["gpu-check-data/results/pipeline.csv"].decode().splitlines()[1] == "device,1"
+    cut = steps[:3] + steps[4:]
+    assert all(" cut: " in s and "of the phase's budget, it needs about" in s for s in cut)
 
 
 def test_a_step_that_ignores_sigint_is_killed_and_the_tarball_is_still_made(tmp_path):
-    proc, _, out = fake_check(tmp_path, "data", FAKE_STUBBORN="race", GPU_CHECK_LIMIT_S="2", FAKE_ALBU="no")
+    proc, _, out = fake_check(tmp_path, "data", FAKE_STUBBORN="race", GPU_CHECK_LIMIT_S="2", FAKE_ALBU="no",
+                              GPU_CHECK_KILL_GRACE_S="1")
     assert proc.returncode == 0, proc.stderr
     steps = untar(out, "data")["gpu-check-data/steps.txt"].decode()
-    assert "race-fast rc=137" in steps and "SIGKILL" in steps
+    assert "race-fast rc=137" in steps and "killed 1 s after its limit (SIGKILL)" in steps
     assert "pipeline rc=0" in steps
     assert "eager baseline left out: albumentations is not installed" in proc.stdout
 
