@@ -10,6 +10,12 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# make test runs one pytest-xdist worker per core: each worker's intra-op pool takes its share of the cores, so that
+# two workers' pools do not contend for the same two (run on one core, a 2-thread pool stalls at every barrier)
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // WORKERS))
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data" / "cifar-10-batches-bin"
 
