@@ -204,29 +204,11 @@ def test_results_dir_in_both_spellings(capsys, trained, base, tmp_path, monkeypa
     assert trained[-1].results_dir == str(tmp_path / "dashed")
 
 
-def test_triton_on_cpu_needs_no_environment_variable(monkeypatch):
-    """The row's environment stamp must not import triton before the model chooses its interpreter."""
-    pytest.importorskip("triton")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["CUDA_VISIBLE_DEVICES"] = ""
-    code = ("import sys, torch\n"
-            "from bench.core.machine import environment\n"
-            "env = environment(torch.device('cpu'))\n"
-            "assert 'triton' not in sys.modules and env['triton_version']\n"
-            "from model.resnet import norm_act_factory\n"
-            "x = torch.randn(2, 4, 3, 3, requires_grad=True)\n"
-            "norm_act_factory('bn', 'triton')(4)(x).sum().backward()\n"
-            "assert x.grad is not None\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-
-
 def test_cli_chooses_the_triton_interpreter_for_a_cpu_run(capsys, trained, base, monkeypatch):
     pytest.importorskip("triton")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     assert main(["run", *base, "--norm_kernel=triton", "--device=cpu"]) == 0
     assert os.environ.get("TRITON_INTERPRET") == "1" and len(trained) == 1
-
 
 
 def test_runs_csv_with_a_foreign_header_is_refused_before_training(capsys, trained, base, tmp_path):
@@ -320,19 +302,6 @@ def test_each_flag_has_one_spelling_and_the_other_is_read_with_a_note(capsys, tr
     assert "note" not in capsys.readouterr().out  # each flag in its one spelling: no note
 
 
-def test_ladder_names_its_skipped_rungs_after_the_verdict(capsys, trained, base):
-    assert main(["ladder", *base, "--rungs=eager,triton", "--dry-run"]) == 0 and trained == []
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("checks passed: ladder would start") and lines[0].endswith("/eager)"), lines
-    assert lines[1].startswith("ladder: triton skipped on this cpu") and len(lines) == 2, lines
-
-
-def test_ladder_dry_run_checks_without_training(capsys, trained, base):
-    assert main(["ladder", *base, "--rungs=eager,device", "--dry-run"]) == 0 and trained == []
-    out = capsys.readouterr().out
-    assert out.startswith("checks passed: ladder would start") and "/eager, " in out and out.endswith("/device)\n"), out
-
-
 def test_a_warm_up_longer_than_the_run_trains(capsys, tiny, tmp_path):
     """Two steps an epoch, five warm-up steps asked: the warm-up takes the two (it indexed past the schedule)."""
     assert main(["run", "--preset=fast4", "--variant=fast", *tiny, "--warmup_steps=5"]) == 0
@@ -406,17 +375,6 @@ def test_a_compile_without_a_cpp_compiler_is_refused(capsys, trained, base, monk
                   trained=trained)
     assert err.startswith("missing package:")
     assert main(["run", *base]) == 0 and len(trained) == 1  # compile off needs no compiler
-
-
-def test_the_cpp_compiler_probe_sees_a_missing_compiler(monkeypatch):
-    from torch._inductor.cpp_builder import cpp_compiler_search  # Inductor's own cache of the search's answer
-    from bench.preflight import cpp_compiler_problem
-    cpp_compiler_problem.cache_clear(), cpp_compiler_search.cache_clear()
-    monkeypatch.setenv("PATH", "/nonexistent")
-    try:
-        assert "none found" in cpp_compiler_problem()
-    finally:
-        cpp_compiler_problem.cache_clear(), cpp_compiler_search.cache_clear()
 
 
 def test_home_folders_are_expanded_and_an_empty_results_dir_refused(capsys, trained, base, tmp_path, monkeypatch,

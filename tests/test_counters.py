@@ -9,7 +9,7 @@ from bench.core import train as train_mod
 from bench.core.ema import WeightEMA
 from bench.core.step import StepGraph, TrainStep, run_directly
 from bench.core.variants import build_config
-from tests.test_clock import Net, fake_data
+from tests.test_timer import Net, fake_data
 
 
 @pytest.fixture
@@ -83,17 +83,6 @@ def test_the_loss_scale_starts_over_after_a_warm_up():
     step.reset()
     state = step.scaler.state_dict()
     assert (state["scale"], state["_growth_tracker"]) == (2.0 ** 16, 0) and step.scaler._scale is scale
-
-
-def test_the_ema_forgets_its_updates_on_reset():
-    model = torch.nn.Linear(3, 2)
-    ema = WeightEMA(model, 0.5, 1)
-    ema.update(0)
-    with torch.no_grad():
-        model.weight.fill_(4.0)
-    ema.reset()
-    ema.update(0)
-    assert ema.updates == 1 and torch.equal(ema.module.weight, model.weight)  # copied outright, not averaged
 
 
 def test_a_capture_puts_back_the_counters_its_extra_calls_moved():

@@ -114,19 +114,6 @@ def test_pipelines_agree_on_real_data_statistics(pipeline, cifar):
     assert xs.mean((0, 2, 3)).abs().max() < 0.05 and (xs.std((0, 2, 3)) - 1).abs().max() < 0.05
 
 
-def test_dali_missing_is_reported_with_the_install_command(monkeypatch):
-    import builtins
-    real_import = builtins.__import__
-
-    def fake_import(name, *a, **k):
-        if name.startswith("nvidia.dali"):
-            raise ImportError("No module named 'nvidia.dali'")
-        return real_import(name, *a, **k)
-    monkeypatch.setattr(builtins, "__import__", fake_import)
-    ok, why = dali_available()
-    assert not ok and "pip install" in why and "nvidia-dali-cuda130" in why
-
-
 def flips_by_image(pipeline: str, alternate: bool, epochs: int = 3, n: int = 96) -> torch.Tensor:
     """(epochs, n) bool: whether image i came out mirrored in each epoch (labels carry the image index)."""
     g = torch.Generator().manual_seed(0)

@@ -1,10 +1,8 @@
-"""pipeline-bench stops each pipeline at its time cap (a fake clock, no wall-clock bounds); the ladder's rung filter."""
+"""pipeline-bench stops each pipeline at its time cap (a fake clock, no wall-clock bounds)."""
 import pytest
 import torch
 
 from bench.core.config import ConfigError
-from bench.core.variants import LADDER
-from bench.ladder import runnable
 from bench.tools.pipeline_bench import parse_pipelines, time_pipeline
 
 
@@ -53,17 +51,6 @@ def test_pipelines_option_refuses_unknown_names():
     assert parse_pipelines("device,dataloader") == ["device", "dataloader"]
     with pytest.raises(ConfigError, match="device, dali, dataloader"):
         parse_pipelines("device,gpu")
-
-
-def test_ladder_skips_cuda_only_rungs_on_a_cpu_with_one_line_each():
-    keep, lines = runnable(list(reversed(LADDER)), "cpu")
-    assert keep == ["eager", "device", "bf16", "channels-last", "compile"]
-    assert [l.split()[1] for l in lines] == ["cuda-graphs", "triton"] and all("skipped" in l for l in lines)
-    assert runnable(["triton", "eager"], "cuda") == (["eager", "triton"], [])
-    with pytest.raises(ConfigError, match="the rungs are"):
-        runnable(["eager", "warp-speed"], "cpu")
-    with pytest.raises(ConfigError, match="can run on a cpu"):
-        runnable(["cuda-graphs"], "cpu")
 
 
 @pytest.fixture

@@ -1,23 +1,14 @@
-"""Where a row's code came from: git_commit without .git, and results imported from another machine."""
+"""Where a row's code came from: results imported from another machine, and the recipe a name stood for."""
 import csv
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-from bench.core import machine
 from bench.records import results
 from bench.records.results import EPOCH_COLUMNS, RUN_COLUMNS, write_csv
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def test_git_commit_without_git_comes_from_the_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("BENCH_GIT_COMMIT", "d9ecd36")
-    assert machine.git_commit(tmp_path) == "d9ecd36"  # tmp_path has no .git (it may sit inside a repository)
-    monkeypatch.delenv("BENCH_GIT_COMMIT")
-    assert machine.git_commit(tmp_path) == "unknown"
-    assert "BENCH_GIT_COMMIT" in machine.commit_note("unknown") and machine.commit_note("d9ecd36") == ""
 
 
 def test_every_csv_takes_the_one_list_of_environment_columns():

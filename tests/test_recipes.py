@@ -28,7 +28,7 @@ from bench.core.train import setup_run
 from bench.core.variants import build_config
 from pipeline import MEAN, STD
 from pipeline.cifar10 import CIFAR10
-from tests.test_clock import Net
+from tests.test_timer import Net
 
 # ---- which keys name a recipe ------------------------------------------------------------------------
 

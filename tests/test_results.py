@@ -61,31 +61,6 @@ def test_written_files_have_ordinary_permissions(tmp_path):
     assert (tmp_path / "runs.csv").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
-def test_git_commit_marks_code_changes_dirty_but_not_results(tmp_path):
-    import shutil
-    import subprocess
-
-    from bench.core.machine import git_commit
-    if shutil.which("git") is None:
-        pytest.skip("git is not installed")
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
-    (tmp_path / "results").mkdir()
-    (tmp_path / "train.py").write_text("lr = 1\n")
-    (tmp_path / "results" / "runs.csv").write_text("run_id\n")
-    (tmp_path / "README.md").write_text("# notes\n")
-    subprocess.run(git + ["init", "-q"], cwd=tmp_path, check=True)
-    subprocess.run(git + ["add", "."], cwd=tmp_path, check=True)
-    subprocess.run(git + ["commit", "-qm", "x"], cwd=tmp_path, check=True)
-    clean = git_commit(tmp_path)
-    assert len(clean) == 12 and not clean.endswith("-dirty")
-    (tmp_path / "results" / "runs.csv").write_text("run_id\nr1\n")  # a run appended its row
-    assert git_commit(tmp_path) == clean
-    (tmp_path / "README.md").write_text("# notes, edited while a run trains\n")  # prose is not code
-    assert git_commit(tmp_path) == clean
-    (tmp_path / "train.py").write_text("lr = 2\n")  # the code changed
-    assert git_commit(tmp_path) == clean + "-dirty"
-
-
 def test_a_malformed_old_line_never_costs_the_new_row(tmp_path):
     path = tmp_path / "runs.csv"
     bad = "run_id,status\nr1,reached\nr2,reached,extra field\nr3,not_reached"  # no newline at the end either

@@ -109,25 +109,6 @@ def test_schedules_of_every_length_compute_where_the_rise_ends_on_step_zero(tota
     assert max(step.lr_values) <= o.lr_max and step.lr_values[-1] < step.lr_values[0]
 
 
-def test_ema_every_k_equals_a_reference_ema_applied_every_k_steps():
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
-    ema = WeightEMA(model, decay=0.8, every=3)
-    expected = None
-    for step in range(10):
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(torch.randn_like(p))
-            model(torch.randn(5, 4))  # moves the BN statistics
-        ema.update(step)
-        if (step + 1) % 3 == 0:
-            now = {k: v.clone() for k, v in model.state_dict().items()}
-            expected = now if expected is None else {
-                k: (v + (now[k] - v) * (1 - 0.8 ** 3)) if v.is_floating_point() else now[k] for k, v in expected.items()}
-    for k, v in ema.module.state_dict().items():
-        torch.testing.assert_close(v, expected[k], msg=k)
-
-
 @contextlib.contextmanager
 def count_host_reads():
     """Counts every Tensor method that copies a value to the host."""
@@ -206,33 +187,6 @@ def test_compiled_step_is_two_whole_graphs_and_matches_the_eager_step(optimizer,
         torch.testing.assert_close(b, a, **tol)
 
 
-def test_step_bench_writes_a_row_per_step_kind(tmp_path, capsys, monkeypatch):
-    import csv
-
-    from bench.cli import main
-    monkeypatch.delenv("BENCH_CUDA_STANDIN", raising=False)
-    assert main(["step-bench", "--batch-sizes=4", "--steps=1", "--compile-modes=off",
-                 f"--results-dir={tmp_path}"]) == 0
-    with open(tmp_path / "step.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert [(r["step"], r["compile"], r["batch_size"]) for r in rows] == [("plain", "off", "4"), ("new", "off", "4")]
-    assert all(float(r["ms_per_step"]) > 0 for r in rows)
-    assert [(r["graphs"], r["graph_breaks"], r["cudagraph_skips"]) for r in rows] == [("0", "0", "0")] * 2
-    assert main(["step-bench", "--compile-modes=nope", f"--results-dir={tmp_path}"]) == 2  # refused on any device
-    assert "nope not available" in capsys.readouterr().err
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU's refusal; on CUDA these modes run")
-@pytest.mark.parametrize("mode", ["reduce-overhead", "graph"])
-def test_step_bench_refuses_graph_capture_modes_on_a_cpu_in_one_line(mode, tmp_path, capsys, monkeypatch):
-    from bench.cli import main
-    monkeypatch.delenv("BENCH_CUDA_STANDIN", raising=False)
-    monkeypatch.setattr("bench.tools.step_bench.build_model", lambda *a, **k: pytest.fail("step-bench started"))
-    assert main(["step-bench", f"--compile-modes={mode}", f"--results-dir={tmp_path}"]) == 2
-    err = capsys.readouterr().err
-    assert "CUDA graphs need CUDA" in err and err.count("\n") == 1 and not (tmp_path / "step.csv").exists()
-
-
 def test_a_graph_step_counts_one_step_per_call_in_buffers_sized_for_the_run():
     """compile=graph's first call captures: the capture's warm-up calls (and, on the CPU stand-in, the captured
     call) must not advance the step counters or the loss record, or buffers sized for the run's steps overflow
@@ -247,35 +201,6 @@ def test_a_graph_step_counts_one_step_per_call_in_buffers_sized_for_the_run():
         step.step(x.float(), y)
     assert int(step.i) == int(step.j) == 2 and torch.count_nonzero(step.losses) == 2
     assert 0 < int(step.correct) <= 8  # two batches of 4, counted once each
-
-
-def test_step_bench_runs_every_mode_through_the_cpu_stand_ins(tmp_path, monkeypatch):
-    """The GPU check's rehearsal: with BENCH_CUDA_STANDIN=1 a CPU runs reduce-overhead (no CUDA graphs there) and
-    graph (through run_directly) with the bench's own buffer sizes. The network is the tiny one (the compile of the
-    CustomResNet takes minutes here); the modes, the step and the sizes are step-bench's."""
-    import csv
-
-    from bench.cli import main
-    monkeypatch.setenv("BENCH_CUDA_STANDIN", "1")
-    monkeypatch.setattr("bench.tools.step_bench.build_model",
-                        lambda *a, **k: tiny_net().to(memory_format=torch.channels_last))
-    assert main(["step-bench", "--batch-sizes=4", "--steps=2", "--compile-modes=graph,reduce-overhead",
-                 f"--results-dir={tmp_path}"]) == 0
-    with open(tmp_path / "step.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert [(r["step"], r["compile"]) for r in rows] == [("plain", "off"), ("new", "graph"), ("new", "reduce-overhead")]
-    assert all(float(r["ms_per_step"]) > 0 for r in rows) and rows[1]["graphs"] == "2"
-    assert rows[1]["graph_breaks"] == "0" and int(rows[2]["cudagraph_skips"]) >= 1  # a CPU has no CUDA graphs
-
-
-def test_bench_run_with_a_whole_step_graph_is_refused_on_the_cpu_in_one_line(capsys, monkeypatch):
-    from bench.cli import main
-    if torch.cuda.is_available():
-        pytest.skip("checks the CPU's refusal; a CUDA device is visible here")
-    monkeypatch.setattr("bench.run.train", lambda *a, **k: pytest.fail("bench run started"))
-    assert main(["run", "--preset=fast4", "--variant=fast", "--compile=graph", "--warmup_steps=3"]) == 2
-    err = capsys.readouterr().err
-    assert "CUDA graph; this run is on the CPU" in err and err.count("\n") == 1
 
 
 @pytest.mark.cuda
@@ -336,15 +261,6 @@ def test_a_captured_whole_step_replays_like_the_plain_step(more):
         torch.testing.assert_close(b, a)
     with pytest.raises(ValueError, match="drop_last"):
         step.step(data[0][0][:2], data[0][1][:2])
-
-
-def test_a_whole_step_graph_is_refused_on_the_cpu():
-    from bench.core.config import ConfigError
-    from bench.preflight import check_device
-    with pytest.raises(ConfigError, match="compile=graph"):
-        build_config("fast4", "fast", "full", {"compile": "graph", "warmup_steps": "0"})
-    with pytest.raises(ConfigError, match="CUDA graph; this run is on the CPU"):
-        check_device(build_config("fast4", "fast", "full", {"compile": "graph", "warmup_steps": "3", "device": "cpu"}))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: CUDA graph capture")

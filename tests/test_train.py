@@ -135,3 +135,36 @@ def test_divergence_in_epoch_two_is_judged_against_the_runs_first_loss(tiny_net,
     assert r.status == "diverged" and r.diverged_at == (2, 1), (r.diverged_at, r.diverged_reason)
     assert "above" in r.diverged_reason  # the finite bound, not a NaN
     assert len(r.epochs) == 1 and math.isfinite(r.epochs[0]["train_loss"])
+
+
+def test_cheaper_tta_accuracies_are_those_modes_own(cifar):
+    """One flip_translate evaluation also reports what tta=none and tta=flip score: the same numbers as
+    evaluating with those modes, since their views are its first ones."""
+    from bench.core.train import TTA_VIEWS, evaluate, tta_views
+    x0 = torch.zeros(1, 3, 4, 4)
+    assert {m: len(tta_views(x0, m)) for m in TTA_VIEWS} == TTA_VIEWS
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))  # views change its answers
+    images = cifar.test_images[:96]
+    cfgs = {m: build_config("seed", "eager", "full", {"tta": m, "eval_batch_size": "40"}, "cpu")
+            for m in ("none", "flip", "flip_translate")}
+    preds = {m: evaluate(model, images, cifar.test_labels[:96], c, torch.device("cpu"))[2] for m, c in cfgs.items()}
+    # labels that each mode gets right on a different third, so the three accuracies differ
+    labels = torch.cat([preds["none"][:32], preds["flip"][32:64], preds["flip_translate"][64:]])
+    dev = torch.device("cpu")
+    own = {m: evaluate(model, images, labels, c, dev)[1] for m, c in cfgs.items()}
+    assert len(set(own.values())) == 3
+    _, acc, _, cheaper = evaluate(model, images, labels, cfgs["flip_translate"], dev)
+    assert acc == own["flip_translate"] and cheaper == {"none": own["none"], "flip": own["flip"]}
+    assert evaluate(model, images, labels, cfgs["flip"], dev)[3] == {"none": own["none"]}
+    assert evaluate(model, images, labels, cfgs["none"], dev)[3] == {}
+
+
+def test_tta_views():
+    from bench.core.train import tta_views
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    assert len(tta_views(x, "none")) == 1 and len(tta_views(x, "flip")) == 2
+    views = tta_views(x, "flip_translate")
+    assert len(views) == 6 and all(v.shape == x.shape for v in views)
+    assert torch.equal(views[2][..., 1:, 1:], x[..., :3, :3]) and (views[2][..., 0, :] == 0).all()
+    assert torch.equal(views[4][..., :3, :3], x[..., 1:, 1:])

@@ -1,8 +1,8 @@
 """The variant chosen per machine, against stand-ins of each kind: a CPU with native bf16, a CPU without, a CUDA
-device. The CPU probe (`cpu_has_native_bf16`) is stood in by what torch reports; the variants by the probe's
-answer. Nothing here asks this machine what it has: each kind is tested wherever the suite runs."""
+device. The CPU probe (`cpu_has_native_bf16`) is stood in and the variants follow its answer (the probe itself,
+against what torch reports, is tested in tests/test_machine.py). Nothing here asks this machine what it has: each kind
+is tested wherever the suite runs."""
 import pytest
-import torch
 
 from bench.core import machine
 from bench.core.variants import build_config
@@ -26,15 +26,6 @@ def cpu_with(monkeypatch):
 def execution(cfg):
     t = cfg.train
     return (cfg.data.pipeline, t.precision, t.channels_last, t.compile, t.warmup_steps, cfg.model.norm_kernel)
-
-
-@pytest.mark.parametrize("mkldnn, bf16_ops, native", [(True, True, True), (True, False, False),
-                                                      (False, True, False), (False, False, False)])
-def test_the_cpu_probe_needs_onednn_and_its_bf16_support(monkeypatch, mkldnn, bf16_ops, native):
-    """Native bf16 = oneDNN present and reporting bf16 support (AVX512-BF16 or AMX); either missing: no."""
-    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: mkldnn)
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: bf16_ops)
-    assert machine.cpu_has_native_bf16() is native
 
 
 @pytest.mark.parametrize("native, precision", [(True, "bf16"), (False, "fp32")])

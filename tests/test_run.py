@@ -1,16 +1,16 @@
-"""The one training loop end to end on real data: rows, epoch logs, stopping, divergence, learning."""
+"""`bench run` (bench/run.py's `train`) end to end on real data: rows, epoch logs, stopping, divergence, learning;
+the CLI's `run`, its note on a CPU without native bf16, and `--runs=N` with its statistics."""
 import csv
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from bench.cli import main
-from bench.core.timer import Timer
 from bench.core.variants import build_config
 from bench.records.results import RUN_COLUMNS
 from bench.run import train
+from tests.test_labels import stand_in_machine
 
 
 def tiny(tmp_path, **over):
@@ -76,15 +76,6 @@ def test_warmup_restores_the_weights(tmp_path, cifar):
     assert b.warmup_s > 0 and a.warmup_s == 0
     assert b.epochs[0]["train_loss"] == pytest.approx(a.epochs[0]["train_loss"], rel=1e-3)
     assert b.epochs[0]["test_acc"] == pytest.approx(a.epochs[0]["test_acc"], abs=0.01)
-
-
-def test_timer_measures_the_clock_between_start_and_stop(monkeypatch):
-    """A fake clock: on two busy cores a real sleep's measured length has no upper bound."""
-    readings = iter([1000.0, 1000.25])
-    monkeypatch.setattr("bench.core.timer.time", SimpleNamespace(perf_counter=lambda: next(readings)))
-    timer = Timer(torch.device("cpu"))
-    timer.start()
-    assert timer.stop() == 0.25
 
 
 def test_cli_run_writes_where_it_says(tmp_path, cifar_dir, capsys):
@@ -157,29 +148,6 @@ def test_ema_and_tta_run_and_tta_time_counts_toward_the_target(tmp_path, cifar):
     assert 0 < float(logged["test_acc_tta_none"]) < 1 and 0 < float(logged["test_acc_tta_flip"]) < 1
 
 
-def test_cheaper_tta_accuracies_are_those_modes_own(cifar):
-    """One flip_translate evaluation also reports what tta=none and tta=flip score: the same numbers as
-    evaluating with those modes, since their views are its first ones."""
-    from bench.core.train import TTA_VIEWS, evaluate, tta_views
-    x0 = torch.zeros(1, 3, 4, 4)
-    assert {m: len(tta_views(x0, m)) for m in TTA_VIEWS} == TTA_VIEWS
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))  # views change its answers
-    images = cifar.test_images[:96]
-    cfgs = {m: build_config("seed", "eager", "full", {"tta": m, "eval_batch_size": "40"}, "cpu")
-            for m in ("none", "flip", "flip_translate")}
-    preds = {m: evaluate(model, images, cifar.test_labels[:96], c, torch.device("cpu"))[2] for m, c in cfgs.items()}
-    # labels that each mode gets right on a different third, so the three accuracies differ
-    labels = torch.cat([preds["none"][:32], preds["flip"][32:64], preds["flip_translate"][64:]])
-    dev = torch.device("cpu")
-    own = {m: evaluate(model, images, labels, c, dev)[1] for m, c in cfgs.items()}
-    assert len(set(own.values())) == 3
-    _, acc, _, cheaper = evaluate(model, images, labels, cfgs["flip_translate"], dev)
-    assert acc == own["flip_translate"] and cheaper == {"none": own["none"], "flip": own["flip"]}
-    assert evaluate(model, images, labels, cfgs["flip"], dev)[3] == {"none": own["none"]}
-    assert evaluate(model, images, labels, cfgs["none"], dev)[3] == {}
-
-
 def test_eval_from_skips_early_evaluations_and_cannot_stop_before(tmp_path, cifar):
     from bench.records import leaderboard
     from bench.core.config import ConfigError
@@ -199,16 +167,6 @@ def test_eval_from_skips_early_evaluations_and_cannot_stop_before(tmp_path, cifa
     assert [e["test_acc"] == "" for e in logged] == [True, False] and past.target_epoch == 2
 
 
-def test_tta_views():
-    from bench.core.train import tta_views
-    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
-    assert len(tta_views(x, "none")) == 1 and len(tta_views(x, "flip")) == 2
-    views = tta_views(x, "flip_translate")
-    assert len(views) == 6 and all(v.shape == x.shape for v in views)
-    assert torch.equal(views[2][..., 1:, 1:], x[..., :3, :3]) and (views[2][..., 0, :] == 0).all()
-    assert torch.equal(views[4][..., :3, :3], x[..., 1:, 1:])
-
-
 def test_a_compiled_run_compiles_everything_in_the_warm_up(tmp_path, cifar, capsys):
     """compile=default through the loop: the warm-up line counts the graphs, and nothing is compiled after it
     through 2 epochs with evaluation (a full and a last, smaller batch) and 6-view TTA. Each evaluation shape is
@@ -223,3 +181,28 @@ def test_a_compiled_run_compiles_everything_in_the_warm_up(tmp_path, cifar, caps
     n = int(warm[0].split()[1])
     assert n == 4, warm  # forward+loss and update of the step; evaluation at 256 and at 44 images
     assert r.late_graphs == 0 and "compiled after the warm-up" not in out
+
+
+def test_run_without_a_variant_on_a_cpu_without_native_bf16_says_so_in_one_line(tmp_path, cifar_dir, monkeypatch,
+                                                                              capsys):
+    args = ["run", "--preset=fast4", "--dry-run", f"--results_dir={tmp_path}", f"--data_dir={cifar_dir}"]
+    stand_in_machine(monkeypatch, False)
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    note = [line for line in out.splitlines() if "--variant=fast" in line]
+    assert len(note) == 1 and "no native support" in note[0] and "13x slower" in note[0]
+    stand_in_machine(monkeypatch, True)
+    assert main(args) == 0
+    assert "--variant=fast" not in capsys.readouterr().out
+
+
+def test_run_with_runs_repeats_the_recipe_over_seeds_and_prints_the_statistics(tmp_path, cifar_dir, capsys):
+    rc = main(["run", "--preset=seed", "--variant=eager", "--runs=2", "--profile=full", f"--data_dir={cifar_dir}",
+               "--train_subset=64", "--test_subset=64", "--batch_size=32", "--eval_batch_size=64", "--epochs=1",
+               "--workers=0", "--target_acc=0.01", f"--results_dir={tmp_path}"])
+    assert rc == 0
+    with open(tmp_path / "runs.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["seed"] for r in rows] == ["0", "1"] and {r["variant"] for r in rows} == {"eager"}
+    table = capsys.readouterr().out
+    assert "| eager | 2 | 2/2 (34-100%) |" in table and "olympic mean" in table

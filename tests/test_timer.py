@@ -1,4 +1,5 @@
-"""What is on the clock (docs/methodology.md), through `train()` on a fake clock.
+"""The Timer (bench/core/timer.py) measures the clock between start and stop; what is on that clock
+(docs/methodology.md), through `train()` on a fake clock.
 
 The loop's clocks (`bench.core.timer`'s Timer, the warm-up's and the data wait's perf_counter) read one fake clock that
 moves only when the harness does something: a training step costs STEP_S, an evaluation EVAL_S, the data-dependent
@@ -10,11 +11,13 @@ are exact in floating point. The network is a tiny stand-in (the clock's rules a
 from types import SimpleNamespace
 
 import pytest
+import torch
 import torch.nn.functional as F
 from torch import nn
 
 from bench.core import step as step_mod
 from bench.core import train as train_mod
+from bench.core.timer import Timer
 from bench.core.variants import build_config
 from bench.run import train
 from model.resnet import ConvBlock, norm_act_factory
@@ -151,3 +154,12 @@ def test_whitening_is_inside_epoch_ones_clock(clock):
     assert [what for what, _ in clock.log].count("whiten") == 1
     assert [e["epoch_time_s"] for e in r.epochs] == [STEPS_PER_EPOCH * STEP_S + WHITEN_S, STEPS_PER_EPOCH * STEP_S]
     assert r.train_time_s == 2 * STEPS_PER_EPOCH * STEP_S + WHITEN_S
+
+
+def test_timer_measures_the_clock_between_start_and_stop(monkeypatch):
+    """A fake clock: on two busy cores a real sleep's measured length has no upper bound."""
+    readings = iter([1000.0, 1000.25])
+    monkeypatch.setattr("bench.core.timer.time", SimpleNamespace(perf_counter=lambda: next(readings)))
+    timer = Timer(torch.device("cpu"))
+    timer.start()
+    assert timer.stop() == 0.25

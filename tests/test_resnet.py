@@ -75,16 +75,3 @@ def test_dropout_drops_its_share_in_training_mode():
         dropped = (out == 0) & live
         assert 0.25 < dropped.sum() / live.sum() < 0.35
         torch.testing.assert_close(out[live & ~dropped], inp[live & ~dropped] / 0.7)
-
-
-def test_the_evaluation_model_of_a_whole_step_graph_run_compiles_as_default():
-    """compile=graph is a step mode: train() compiles its evaluation model with the run's mode, and torch.compile
-    has no mode "graph" (it raised `Unrecognized mode=graph` on the GPU). The model alone compiles as default."""
-    import torch._dynamo
-    from model.build import compile_model
-    torch._dynamo.reset()
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten()).eval()
-    x = torch.randn(2, 3, 6, 6)
-    compiled = compile_model(model, "graph")
-    assert compiled is not model
-    torch.testing.assert_close(compiled(x), model(x))
