@@ -34,7 +34,7 @@ class Bug:
     more: tuple[tuple[str, str, str], ...] = ()  # further (path, old, new) edits of the same bug
 
 
-CLOCK = "tests/test_clock.py::"
+CLOCK = "tests/test_timer.py::"
 KEYS = "tests/test_recipes.py::"
 REACH = KEYS + "test_every_recipe_key_reaches_what_trains"
 FIT = KEYS + "test_fit_runs_each_recipes_epochs_evaluation_start_tta_and_ema_cadence"
@@ -89,7 +89,7 @@ BUGS = [
         (COUNT + "test_a_warm_up_leaves_every_counter_at_zero", COUNT + "test_a_run_after_a_warm_up_trains_as_one_without")),
     Bug("WeightEMA.reset forgets nothing", "bench/core/ema.py",
         "would.\"\"\"\n        self.updates = 0", "would.\"\"\"\n        pass",
-        (COUNT + "test_the_ema_forgets_its_updates_on_reset", COUNT + "test_a_warm_up_leaves_every_counter_at_zero")),
+        ("tests/test_ema.py::test_the_ema_forgets_its_updates_on_reset", COUNT + "test_a_warm_up_leaves_every_counter_at_zero")),
     Bug("optimizer state kept through the reset", "bench/core/step.py",
         "                    value.zero_()", "                    pass",
         (COUNT + "test_a_warm_up_leaves_every_counter_at_zero", COUNT + "test_a_run_after_a_warm_up_trains_as_one_without")),
@@ -104,7 +104,8 @@ BUGS = [
         '    bf16 = device_type != "cpu" or cpu_has_native_bf16()', "    bf16 = True",
         (VARIANT, "tests/test_config.py::test_variants_differ_where_they_should")),
     Bug("the bf16 probe without oneDNN's presence", "bench/core/machine.py",
-        "torch.backends.mkldnn.is_available() and torch.ops", "torch.ops", (VARIANT,)),
+        "torch.backends.mkldnn.is_available() and torch.ops", "torch.ops",
+        ("tests/test_machine.py::test_the_cpu_probe_needs_onednn_and_its_bf16_support",)),
     Bug("fast on CUDA without compile or warm-up", "bench/core/variants.py",
         'train = replace(train, compile="default", warmup_steps=3)', 'train = replace(train, compile="off", warmup_steps=0)',
         (VARIANT,)),
