@@ -58,13 +58,13 @@ ladder: $(SETUP)
 	$(LAUNCH) ladder --preset=$(PRESET) --profile=$(PROFILE) --runs=$(RUNS) $(ARGS)
 
 # make test: the suite without the two `slow` learning checks (about 4 min each on a 2-core CPU without native bf16);
-# make test-all: everything. One worker per core (pytest-xdist; each worker's torch takes its share of the cores),
-# work-stealing, as a few tests take minutes while most take under a second.
+# make test-all: everything. One worker per core (pytest-xdist; each worker's torch takes its share of the cores);
+# the tests marked `long` are handed out first (tests/conftest.py).
 test: $(SETUP)
-	$(PY) -m pytest -q -n auto --dist worksteal -m "not slow" tests
+	$(PY) -m pytest -q -n auto -m "not slow" tests
 
 test-all: $(SETUP)
-	$(PY) -m pytest -q -n auto --dist worksteal tests
+	$(PY) -m pytest -q -n auto tests
 
 # Mutation testing (not in CI; CPU-heavy, about an hour on 2 cores): mutmut mutates the modules listed in pyproject's
 # [tool.mutmut] in a copy under mutants/, and runs per mutant only the tests that executed its function.

@@ -16,6 +16,15 @@ WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if WORKERS > 1:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // WORKERS))
 
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `long` first (otherwise in collection order): pytest-xdist hands the first tests out to its
+    workers in turn, so the few that take minutes start at once on different workers, instead of one starting last
+    while the other worker waits idle."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data" / "cifar-10-batches-bin"
 

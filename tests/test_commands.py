@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from bench.cli import _parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,6 +83,7 @@ def run_call(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Comp
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.long
 def test_every_command_as_typed(tmp_path, cifar_dir):
     env = {**os.environ, "CIFAR10_DIR": str(cifar_dir), "XDG_CACHE_HOME": str(tmp_path / "cache"),
            "PYTHONPATH": str(ROOT)}

@@ -41,6 +41,7 @@ def test_shards_cover_the_set_once_per_epoch():
     assert shard(1001, DistInfo(1, 2)) == slice(1, 1001, 2) and len(range(1001)[shard(1001, DistInfo(1, 2))]) == 500
 
 
+@pytest.mark.long
 def test_two_ranks_match_one_rank_and_each_other(tmp_path, cifar_dir):
     """64 images = one global batch per epoch, augmentation off, SyncBatchNorm on: a 2-rank run sees exactly
     the 1-rank run's batch, so the loss curves agree to rounding. The one rank is the worker's run in this process

@@ -128,6 +128,7 @@ def verdict(argv: list[str], capsys, timed) -> str:
     return "refused: " + err.split(":", 1)[0]
 
 
+@pytest.mark.long
 @settings(max_examples=24, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(preset=st.sampled_from(sorted(RECIPES)), variant=st.sampled_from(["", "eager", "fast"]),

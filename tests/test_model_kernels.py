@@ -76,6 +76,7 @@ def test_fp32_forward_matches(device, no_tf32):
     assert_close(lf, le, rtol=1e-4, atol=rel_tol(le, 1e-4), what="eval-mode logits")
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("device", TRITON_DEVICES)
 @pytest.mark.parametrize("dtype, tol, steps", [(torch.float64, 1e-8, 4), (torch.float32, 2e-3, 2)])
 def test_a_few_training_steps_stay_together(device, dtype, tol, steps, no_tf32):

@@ -167,6 +167,7 @@ def test_eval_from_skips_early_evaluations_and_cannot_stop_before(tmp_path, cifa
     assert [e["test_acc"] == "" for e in logged] == [True, False] and past.target_epoch == 2
 
 
+@pytest.mark.long
 def test_a_compiled_run_compiles_everything_in_the_warm_up(tmp_path, cifar, capsys):
     """compile=default through the loop: the warm-up line counts the graphs, and nothing is compiled after it
     through 2 epochs with evaluation (a full and a last, smaller batch) and 6-view TTA. Each evaluation shape is
