@@ -19,7 +19,7 @@ import pytest
 from bench.cli import _parser
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = "--train_subset=64 --test_subset=64 --batch_size=32 --eval_batch_size=64 --epochs=1"
+TINY = "--train_subset=32 --test_subset=32 --batch_size=32 --eval_batch_size=32 --epochs=1"  # one step, one batch
 
 # (name, argv after `make -f Makefile` or `python -m bench`, promised exit code, text the output must hold).
 # The order matters: leaderboard and report read the rows the earlier runs wrote.

@@ -69,8 +69,8 @@ def test_the_same_rows_give_byte_identical_tables_on_machines_with_and_without_n
 @pytest.mark.parametrize("native", [True, False])
 def test_a_run_stamps_its_label_settings_and_machine_as_they_were(tmp_path, cifar, monkeypatch, native):
     stand_in_machine(monkeypatch, native)
-    # one step of 32 images: bf16 without native support (the stand-in True on such a CPU) is ~13x slower than fp32
-    over = {"train_subset": "32", "test_subset": "32", "batch_size": "32", "epochs": "1", "eval_batch_size": "32",
+    # one step of 16 images: bf16 without native support (the stand-in True on such a CPU) is ~13x slower than fp32
+    over = {"train_subset": "16", "test_subset": "16", "batch_size": "16", "epochs": "1", "eval_batch_size": "16",
             "results_dir": str(tmp_path), "channels_last": "false"}  # one setting off the fast variant's
     train(build_config("seed", "fast", "full", over), cifar, quiet=True)
     with open(tmp_path / "runs.csv", newline="") as f:

@@ -14,8 +14,9 @@ from tests.test_labels import stand_in_machine
 
 
 def tiny(tmp_path, **over):
-    """4 steps per epoch, each of 64 images (the network's cost on the CPU is per image)."""
-    base = {"train_subset": "256", "test_subset": "256", "batch_size": "64", "epochs": "2",
+    """4 steps per epoch, each of 32 images (the network's cost on the CPU is per image, seconds per hundred on
+    one core)."""
+    base = {"train_subset": "128", "test_subset": "128", "batch_size": "32", "epochs": "2",
             "results_dir": str(tmp_path)}
     base.update({k: str(v) for k, v in over.items()})
     return build_config("seed", "fast", "full", base, "cpu")
@@ -33,7 +34,7 @@ def test_row_and_epoch_log_agree(tmp_path, cifar):
     assert len(rows) == 1 and list(rows[0]) == list(RUN_COLUMNS)
     row = rows[0]
     assert row["run_id"] == r.run_id and row["status"] in ("reached", "not_reached")
-    assert json.loads(row["config_json"])["train"]["batch_size"] == 64
+    assert json.loads(row["config_json"])["train"]["batch_size"] == 32
     assert row["torch_version"] == torch.__version__ and row["device_type"] == "cpu"
     epochs = read_csv(tmp_path / "runs" / r.run_id / "epochs.csv")
     assert [int(e["epoch"]) for e in epochs] == [1, 2] == [e["epoch"] for e in r.epochs]
@@ -41,7 +42,7 @@ def test_row_and_epoch_log_agree(tmp_path, cifar):
     assert float(row["train_time_s"]) == pytest.approx(sum(float(e["epoch_time_s"]) for e in epochs), rel=1e-4)
     assert float(row["eval_time_s"]) == pytest.approx(sum(float(e["eval_time_s"]) for e in epochs), rel=1e-4)
     assert float(row["best_test_acc"]) == pytest.approx(max(float(e["test_acc"]) for e in epochs), abs=1e-6)
-    assert float(row["images_per_s"]) == pytest.approx(2 * 256 / r.train_time_s, rel=1e-3)
+    assert float(row["images_per_s"]) == pytest.approx(2 * 128 / r.train_time_s, rel=1e-3)
     assert r.wall_time_s > r.train_time_s + r.eval_time_s
 
 
@@ -79,8 +80,8 @@ def test_warmup_restores_the_weights(tmp_path, cifar):
 
 
 def test_cli_run_writes_where_it_says(tmp_path, cifar_dir, capsys):
-    rc = main(["run", "--variant=fast", "--profile=full", f"--data_dir={cifar_dir}", "--train_subset=256",
-               "--test_subset=256", "--batch_size=64", "--epochs=1", f"--results_dir={tmp_path}"])
+    rc = main(["run", "--variant=fast", "--profile=full", f"--data_dir={cifar_dir}", "--train_subset=128",
+               "--test_subset=128", "--batch_size=32", "--epochs=1", f"--results_dir={tmp_path}"])
     out = capsys.readouterr().out
     assert rc == 0 and f"row appended to {tmp_path}/runs.csv" in out
     assert "did not reach 90.0%" in out or "reached 90.0%" in out
@@ -101,8 +102,8 @@ def test_a_full_disk_at_the_row_keeps_the_result_and_runs_csv(tmp_path, cifar_di
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, text)
     monkeypatch.setattr(results, "atomic_write", full)
-    rc = main(["run", "--variant=fast", "--profile=full", f"--data_dir={cifar_dir}", "--train_subset=256",
-               "--test_subset=256", "--batch_size=64", "--epochs=1", f"--results_dir={tmp_path}"])
+    rc = main(["run", "--variant=fast", "--profile=full", f"--data_dir={cifar_dir}", "--train_subset=128",
+               "--test_subset=128", "--batch_size=32", "--epochs=1", f"--results_dir={tmp_path}"])
     out, err = capsys.readouterr()
     assert rc == 2 and err.count("\n") == 1 and "No space left on device" in err and "Traceback" not in err, err
     assert "reach 90.0%" in out  # the summary line: the result is not lost
@@ -156,7 +157,7 @@ def test_eval_from_skips_early_evaluations_and_cannot_stop_before(tmp_path, cifa
     assert [e["test_acc"] == "" for e in logged] == [True, False] and logged[0]["eval_time_s"] == "0"
     assert r.target_epoch == 2 and r.final_test_acc == r.best_test_acc
     # the log keeps 6 significant digits: off by at most half a unit in the 6th, i.e. 5e-6 relative (1e-6 failed for
-    # about 50 of the 256 accuracies k/256); any real shift of an accuracy over 256 images is 1/256 or more
+    # about 50 of the 256 accuracies k/256); any real shift of an accuracy over 128 images is 1/128 or more
     assert float(logged[1]["test_acc"]) == pytest.approx(r.final_test_acc, rel=5e-6)
     ok, refused = leaderboard.load(tmp_path)
     assert refused.empty and len(ok) == 1
@@ -174,13 +175,13 @@ def test_a_compiled_run_compiles_everything_in_the_warm_up(tmp_path, cifar, caps
     a static graph: the TTA crops share the full batch's graph (dense views)."""
     torch._dynamo.reset()
     cfg = tiny(tmp_path, epochs=2, stop_at_target="false", compile="default", warmup_steps=1, precision="fp32",
-               test_subset=300, eval_batch_size=256, tta="flip_translate", ema_decay=0)
+               test_subset=72, eval_batch_size=64, tta="flip_translate", ema_decay=0)
     r = train(cfg, cifar, write=False)
     out = capsys.readouterr().out
     warm = [line for line in out.splitlines() if line.startswith("warm-up: ")]
     assert len(warm) == 1 and out.index(warm[0]) < out.index("epoch  1"), out
     n = int(warm[0].split()[1])
-    assert n == 4, warm  # forward+loss and update of the step; evaluation at 256 and at 44 images
+    assert n == 4, warm  # forward+loss and update of the step; evaluation at 64 and at 8 images
     assert r.late_graphs == 0 and "compiled after the warm-up" not in out
 
 
