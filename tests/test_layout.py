@@ -1,6 +1,7 @@
 """Modules import one another without circles (function-level imports included), and bench's layers import only
 downwards: the core (config, recipes, variants, loop, step, optimizers) below the records (results, leaderboard,
-report) below the tools (benches, profile, kernel-static, lr-find, choose) below the commands (bench/*.py)."""
+report) below the tools (benches, profile, kernel-static, lr-find, choose) below the commands (bench/*.py); and the
+tests mirror the modules: each has a tests/test_<module>.py."""
 import ast
 from pathlib import Path
 
@@ -97,3 +98,20 @@ def test_the_loop_imports_no_plotting_and_writes_no_file():
 
 def test_the_checker_sees_a_circle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def untested_modules(root: Path) -> list[str]:
+    """Source modules (bench, pipeline, model, kernels) with no tests/test_<module>.py; `__init__` and `__main__`
+    (the package and the `python -m bench` entry) are not modules of their own."""
+    tests = {p.name for p in (root / "tests").glob("test_*.py")}
+    return sorted(str(p.relative_to(root)) for pkg in PACKAGES for p in (root / pkg).rglob("*.py")
+                  if p.stem not in ("__init__", "__main__") and f"test_{p.stem}.py" not in tests)
+
+
+def test_every_module_has_a_test_file_of_its_own_name(tmp_path):
+    assert untested_modules(ROOT) == [], "a module without tests/test_<module>.py"
+    # the check sees one: a module added without its test file
+    for rel in ("bench/core/__init__.py", "bench/core/ema.py", "tests/test_other.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).touch()
+    assert untested_modules(tmp_path) == ["bench/core/ema.py"]
