@@ -59,12 +59,14 @@ ladder: $(SETUP)
 
 # make test: the suite without the two `slow` learning checks (about 4 min each on a 2-core CPU without native bf16);
 # make test-all: everything. One worker per core (pytest-xdist; each worker's torch takes its share of the cores);
-# the tests marked `long` are handed out first (tests/conftest.py).
+# the tests marked `long` are handed out first (tests/conftest.py). An interpreter without pytest-xdist
+# (make PYTHON=... test) runs them in one process.
+XDIST = $(shell $(PY) -c "import xdist" 2>/dev/null && echo "-n auto")
 test: $(SETUP)
-	$(PY) -m pytest -q -n auto -m "not slow" tests
+	$(PY) -m pytest -q $(XDIST) -m "not slow" tests
 
 test-all: $(SETUP)
-	$(PY) -m pytest -q -n auto tests
+	$(PY) -m pytest -q $(XDIST) tests
 
 # Mutation testing (not in CI; CPU-heavy, about an hour on 2 cores): mutmut mutates the modules listed in pyproject's
 # [tool.mutmut] in a copy under mutants/, and runs per mutant only the tests that executed its function.

@@ -100,6 +100,8 @@ step() {  # step NAME EXPECTED_S LIMIT_S CMD...: run under its limit (cut to wha
   fi
   echo "=== $name (expected ${expect}s, limit ${lim}s) ==="
   local t0; t0=$(date +%s)
+  # (a child the step leaves behind holding its output would keep tee, and the check, waiting: the steps are Python
+  # commands, whose children end with them)
   timeout -s INT -k "$KILL_GRACE" "$lim" "$@" 2>&1 | tee "$W/$name.log"
   local rc=${PIPESTATUS[0]}
   local why=""

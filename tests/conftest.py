@@ -12,9 +12,12 @@ if not torch.cuda.is_available():
 
 # make test runs one pytest-xdist worker per core: each worker's intra-op pool takes its share of the cores, so that
 # two workers' pools do not contend for the same two (run on one core, a 2-thread pool stalls at every barrier)
+# (the commands a test starts take the same share). The cores this process may use, not the host's.
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if WORKERS > 1:
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // WORKERS))
+    threads = max(1, len(os.sched_getaffinity(0)) // WORKERS)
+    torch.set_num_threads(threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
 

@@ -157,7 +157,7 @@ def test_eval_from_skips_early_evaluations_and_cannot_stop_before(tmp_path, cifa
     assert [e["test_acc"] == "" for e in logged] == [True, False] and logged[0]["eval_time_s"] == "0"
     assert r.target_epoch == 2 and r.final_test_acc == r.best_test_acc
     # the log keeps 6 significant digits: off by at most half a unit in the 6th, i.e. 5e-6 relative (1e-6 failed for
-    # about 50 of the 256 accuracies k/256); any real shift of an accuracy over 128 images is 1/128 or more
+    # about a fifth of the accuracies k/256); any real shift of an accuracy over 128 images is 1/128 or more
     assert float(logged[1]["test_acc"]) == pytest.approx(r.final_test_acc, rel=5e-6)
     ok, refused = leaderboard.load(tmp_path)
     assert refused.empty and len(ok) == 1
